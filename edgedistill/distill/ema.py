@@ -1,0 +1,27 @@
+"""Exponential moving average of the student's weights: what gets evaluated and exported.
+
+GAN students oscillate; the average of their recent weights is smoother and scores better.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class EMA:
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        # warm-up: early on the average would be dominated by the (poor) initial weights
+        d = min(self.decay, (1 + step) / (10 + step))
+        ema_params = list(self.model.parameters())
+        torch._foreach_mul_(ema_params, d)
+        torch._foreach_add_(ema_params, [p.detach() for p in model.parameters()], alpha=1 - d)
+        for b_ema, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            b_ema.copy_(b)

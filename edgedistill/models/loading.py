@@ -1,0 +1,282 @@
+"""`load_generator(source)`: every way a user hands us a generator, none of which runs pickled code.
+
+Sources, tried in this order:
+  embedded teacher name          photo-restore, digits-dcgan
+  directory with model.json      a student run or an exported spec + weights
+  family:path                    resnet:latest_net_G.pth, dcgan:netG.safetensors (kwargs read off the keys)
+  package.module:Class           any nn.Module on PYTHONPATH, built with kwargs, weights from `weights=`
+  path.pt2                       a torch.export program
+  path (TorchScript)             torch.jit archive
+  path (.pth/.pt/.safetensors)   a state dict whose family is recognised from its keys
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgedistill.errors import EdgeDistillError
+from edgedistill.models.checkpoint import file_sha256, is_torchscript, read_state_dict, require_file
+from edgedistill.models.embedded import embedded_teachers
+from edgedistill.models.registry import create, family_class, list_families
+from edgedistill.models.spec import GeneratorSpec, TensorSpec, spec_for_family
+from edgedistill.models.weights import read_safetensors
+
+GENERATOR_FAMILIES = ("resnet", "unet", "dcgan")
+_MODULE_CLASS = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+@dataclass
+class LoadedGenerator:
+    module: nn.Module
+    spec: GeneratorSpec
+    source: str
+
+
+def load_generator(
+    source: str | Path,
+    *,
+    kwargs: dict[str, Any] | None = None,
+    weights: str | Path | None = None,
+    spec: GeneratorSpec | None = None,
+) -> LoadedGenerator:
+    """Load a generator in eval mode together with its spec; errors are one EdgeDistillError line."""
+    text = str(source)
+    kwargs = dict(kwargs or {})
+    teachers = embedded_teachers()
+    if text in teachers:
+        t = teachers[text]
+        return LoadedGenerator(t.generator(), spec or t.spec, text)
+    path = Path(text)
+    if path.is_dir():
+        return _from_spec_dir(path)
+    family, sep, rest = text.partition(":")
+    if sep and family in list_families():
+        return _from_family(family, Path(rest), kwargs, spec)
+    if _MODULE_CLASS.match(text) and not path.exists():
+        return _from_module_class(text, kwargs, weights, spec)
+    if not path.exists() and not sep and path.suffix == "":
+        names = ", ".join(teachers) or "none installed"
+        raise EdgeDistillError(
+            f"'{text}' is neither an embedded teacher ({names}) nor an existing file; "
+            "give a teacher name, FAMILY:PATH, module:Class or a checkpoint path"
+        )
+    require_file(path, "generator")
+    if path.suffix == ".pt2":
+        return _finish(*_load_exported(path, spec or _sidecar_spec(path)), path)
+    if is_torchscript(path):
+        return _finish(torch.jit.load(str(path), map_location="cpu"), spec or _sidecar_spec(path), path)
+    state = read_state_dict(path)
+    fam = _recognise_family(state)
+    if fam is None:
+        raise EdgeDistillError(
+            f"cannot tell which generator family {path} holds (first keys: {', '.join(list(state)[:4])}); "
+            f"name it as FAMILY:PATH with FAMILY one of {', '.join(GENERATOR_FAMILIES)}, or use module:Class"
+        )
+    return _from_family(fam, path, kwargs, spec, state)
+
+
+# ---------------------------------------------------------------------------------------- sources
+def _from_family(
+    family: str,
+    path: Path,
+    kwargs: dict[str, Any],
+    spec: GeneratorSpec | None,
+    state: dict[str, torch.Tensor] | None = None,
+) -> LoadedGenerator:
+    if family not in GENERATOR_FAMILIES:
+        raise EdgeDistillError(
+            f"'{family}' is not a generator family: use one of {', '.join(GENERATOR_FAMILIES)}"
+        )
+    state = read_state_dict(path) if state is None else state
+    cls = family_class(family)
+    inferred: dict[str, Any] = {}
+    if cls.matches(state):  # type: ignore[attr-defined]
+        try:
+            inferred = cls.infer_kwargs(state)  # type: ignore[attr-defined]
+        except (KeyError, ValueError, IndexError):
+            inferred = {}
+    full = {**inferred, **kwargs}
+    net = create(family, **full)
+    load_state_checked(net, state, path, f"{family}({_kw(full)})")
+    sidecar = _sidecar_spec(path)
+    spec = spec or sidecar or spec_for_family(family, full)
+    spec.provenance.setdefault("source", str(path))
+    spec.provenance.setdefault("sha256", file_sha256(path))
+    return LoadedGenerator(net.eval(), spec, str(path))
+
+
+def _from_spec_dir(path: Path) -> LoadedGenerator:
+    spec_path = path / "model.json"
+    if not spec_path.exists():
+        raise EdgeDistillError(
+            f"{path} is a directory without model.json; give a checkpoint file or a run directory"
+        )
+    spec = GeneratorSpec.load(spec_path)
+    for name in ("student.safetensors", "generator.safetensors"):
+        if (path / name).exists() and spec.family:
+            net = create(spec.family, **spec.kwargs)
+            load_state_checked(net, read_safetensors(path / name), path / name, spec.family)
+            return LoadedGenerator(net.eval(), spec, str(path))
+    for name in ("student.pt2", "generator.pt2", "model.pt2"):
+        if (path / name).exists():
+            return _finish(*_load_exported(path / name, spec), path / name)
+    raise EdgeDistillError(f"{path} has model.json but no student/generator .safetensors or .pt2 beside it")
+
+
+def _from_module_class(
+    target: str, kwargs: dict[str, Any], weights: str | Path | None, spec: GeneratorSpec | None
+) -> LoadedGenerator:
+    mod_name, cls_name = target.split(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise EdgeDistillError(f"cannot import '{mod_name}' ({exc}); put its folder on PYTHONPATH") from None
+    cls = getattr(mod, cls_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise EdgeDistillError(f"'{cls_name}' in {mod_name} is not an nn.Module class")
+    try:
+        net = cls(**kwargs)
+    except TypeError as exc:
+        raise EdgeDistillError(f"{target}({_kw(kwargs)}) failed: {exc}") from None
+    if weights is not None:
+        w = require_file(Path(weights), "weights")
+        load_state_checked(net, read_state_dict(w), w, target)
+    return _finish(net, spec, Path(weights) if weights else None, target)
+
+
+def _load_exported(path: Path, spec: GeneratorSpec | None) -> tuple[nn.Module, GeneratorSpec]:
+    """A torch.export program; without a sidecar spec its (static) input shape says what it eats."""
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:  # torch raises many types for a bad archive
+        raise EdgeDistillError(
+            f"{path} is not a readable torch.export program ({exc}); re-export it"
+        ) from None
+    module = program.module()
+    if spec is None:
+        shape = [int(d) for d in program.example_inputs[0][0].shape]
+        kind = "noise" if shape[2:] == [1, 1] else "image"
+        name = "z" if kind == "noise" else "image"
+        spec = GeneratorSpec(kind=kind, inputs=[TensorSpec(name, shape)], outputs=[])
+        if kind == "image":
+            spec.default_size = (shape[2], shape[3])
+        with torch.no_grad():
+            y = module(*spec.example_inputs())
+        spec.outputs = [TensorSpec("output", [int(d) for d in y.shape])]
+    return module, spec
+
+
+def _finish(
+    net: nn.Module, spec: GeneratorSpec | None, path: Path | None, label: str | None = None
+) -> LoadedGenerator:
+    if not isinstance(net, torch.fx.GraphModule):  # torch.export modules refuse .eval()
+        net = net.eval()
+    spec = spec or infer_spec(net)
+    if path is not None:
+        spec.provenance.setdefault("source", str(path))
+        spec.provenance.setdefault("sha256", file_sha256(path))
+    return LoadedGenerator(net, spec, label or str(path))
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def load_state_checked(net: nn.Module, state: dict[str, torch.Tensor], path: Path, label: str) -> None:
+    """load_state_dict(strict) with one readable line for missing/unexpected keys or shapes."""
+    state = _drop_instancenorm_stats(net, state)
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(
+                f"missing {len(missing)} keys ({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''})"
+            )
+        if unexpected:
+            more = ", …" if len(unexpected) > 3 else ""
+            parts.append(f"unexpected {len(unexpected)} keys ({', '.join(unexpected[:3])}{more})")
+        raise EdgeDistillError(
+            f"{path} does not fit {label}: {'; '.join(parts)}. Check the family and its arguments (--arg)"
+        )
+    for k, v in own.items():
+        if tuple(v.shape) != tuple(state[k].shape):
+            raise EdgeDistillError(
+                f"{path}: '{k}' is {list(state[k].shape)} in the checkpoint but {list(v.shape)} in {label}; "
+                "set the matching width/arguments (--arg)"
+            )
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def _drop_instancenorm_stats(net: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Old CycleGAN checkpoints carry running stats for stat-less InstanceNorm layers; drop them."""
+    inorm = {
+        n for n, m in net.named_modules() if isinstance(m, nn.InstanceNorm2d) and not m.track_running_stats
+    }
+    stats = ("running_mean", "running_var", "num_batches_tracked")
+    return {
+        k: v for k, v in state.items() if not (k.rsplit(".", 1)[0] in inorm and k.rsplit(".", 1)[-1] in stats)
+    }
+
+
+def _recognise_family(state: dict[str, torch.Tensor]) -> str | None:
+    for fam in GENERATOR_FAMILIES:
+        if family_class(fam).matches(state):  # type: ignore[attr-defined]
+            return fam
+    return None
+
+
+def _sidecar_spec(path: Path) -> GeneratorSpec | None:
+    for candidate in (path.with_suffix(".json"), path.parent / "model.json"):
+        if candidate.exists():
+            return GeneratorSpec.load(candidate)
+    return None
+
+
+def infer_spec(net: nn.Module) -> GeneratorSpec:
+    """Guess the spec of an arbitrary module from its first layer: a ConvTranspose2d eats noise
+    (N, C, 1, 1), a Conv2d eats images. Pass `spec=` when the guess is wrong."""
+    first = next((m for m in net.modules() if _layer_kind(m) is not None), None)
+    if first is None:
+        raise EdgeDistillError(
+            "cannot infer what this generator eats: pass a spec (model.json beside the file)"
+        )
+    kind, channels = _layer_kind(first)  # type: ignore[misc]
+    if kind == "noise":
+        inputs = [TensorSpec("z", ["N", channels, 1, 1])]
+        spec = GeneratorSpec(kind="noise", inputs=inputs, outputs=[])
+    else:
+        inputs = [TensorSpec("image", ["N", channels, "H", "W"])]
+        spec = GeneratorSpec(kind="image", inputs=inputs, outputs=[], default_size=(256, 256))
+    with torch.no_grad():
+        y = net(*spec.example_inputs(size=(64, 64) if kind == "image" else None))
+    out = ["N", int(y.shape[1]), *(("H", "W") if kind == "image" and y.shape[2] == 64 else y.shape[2:])]
+    spec.outputs = [
+        TensorSpec(
+            "output" if kind == "image" else "image", [d if isinstance(d, str) else int(d) for d in out]
+        )
+    ]
+    if kind == "noise":
+        spec.default_size = (int(y.shape[2]), int(y.shape[3]))
+    return spec
+
+
+def _layer_kind(m: nn.Module) -> tuple[str, int] | None:
+    name = getattr(m, "original_name", type(m).__name__)  # TorchScript keeps the class name here
+    weight = getattr(m, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 4:
+        return None
+    if name == "ConvTranspose2d":
+        return "noise", int(weight.shape[0])
+    if name == "Conv2d":
+        return "image", int(weight.shape[1])
+    return None
+
+
+def _kw(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in kwargs.items())

@@ -1,0 +1,121 @@
+"""The ResNet image-to-image generator of pix2pix/CycleGAN.
+
+Layer order (and so `state_dict` keys: `model.1.weight`, `model.10.conv_block.1.weight`, ...)
+follows the widely used pytorch-CycleGAN-and-pix2pix checkpoints, so a `latest_net_G.pth` loads
+unchanged: c7s1-ngf, two stride-2 downsamplings, n residual blocks at 4*ngf, two transposed-conv
+upsamplings, c7s1-out, tanh.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgedistill.models.norms import conv_bias, infer_norm, norm_layer
+from edgedistill.models.registry import register
+
+N_DOWN = 2
+
+
+class ResnetBlock(nn.Module):
+    """pad-conv-norm-relu-(dropout)-pad-conv-norm with an identity skip."""
+
+    def __init__(self, dim: int, norm: str, dropout: bool, padding: str = "reflect") -> None:
+        super().__init__()
+        bias = conv_bias(norm)
+        layers: list[nn.Module] = [
+            *_pad(padding),
+            nn.Conv2d(dim, dim, 3, padding=0 if padding != "zero" else 1, bias=bias),
+            norm_layer(norm, dim),
+            nn.ReLU(True),
+        ]
+        if dropout:
+            layers.append(nn.Dropout(0.5))
+        layers += [
+            *_pad(padding),
+            nn.Conv2d(dim, dim, 3, padding=0 if padding != "zero" else 1, bias=bias),
+            norm_layer(norm, dim),
+        ]
+        self.conv_block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_block(x)
+
+
+def _pad(padding: str) -> list[nn.Module]:
+    if padding == "reflect":
+        return [nn.ReflectionPad2d(1)]
+    if padding == "replicate":
+        return [nn.ReplicationPad2d(1)]
+    if padding == "zero":
+        return []
+    raise ValueError(f"padding must be reflect|replicate|zero, got '{padding}'")
+
+
+@register("resnet")
+class ResnetGenerator(nn.Module):
+    """Image-to-image generator; `ngf` is the width a slim student shrinks."""
+
+    def __init__(
+        self,
+        input_nc: int = 3,
+        output_nc: int = 3,
+        ngf: int = 64,
+        n_blocks: int = 9,
+        norm: str = "instance",
+        dropout: bool = False,
+        padding: str = "reflect",
+    ) -> None:
+        super().__init__()
+        bias = conv_bias(norm)
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(input_nc, ngf, 7, bias=bias),
+            norm_layer(norm, ngf),
+            nn.ReLU(True),
+        ]
+        for i in range(N_DOWN):
+            c = ngf * 2**i
+            layers += [
+                nn.Conv2d(c, 2 * c, 3, stride=2, padding=1, bias=bias),
+                norm_layer(norm, 2 * c),
+                nn.ReLU(True),
+            ]
+        dim = ngf * 2**N_DOWN
+        layers += [ResnetBlock(dim, norm, dropout, padding) for _ in range(n_blocks)]
+        for i in range(N_DOWN):
+            c = ngf * 2 ** (N_DOWN - i)
+            layers += [
+                nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
+                norm_layer(norm, c // 2),
+                nn.ReLU(True),
+            ]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    @staticmethod
+    def infer_kwargs(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Read the constructor arguments off a checkpoint's keys and shapes."""
+        first = state["model.1.weight"]
+        blocks = {int(m.group(1)) for k in state if (m := re.match(r"model\.(\d+)\.conv_block\.", k))}
+        # with dropout the second conv moves from index 5 to 6 (index 6 is otherwise a norm)
+        dropout = any(k.endswith(".conv_block.6.weight") and v.ndim == 4 for k, v in state.items())
+        last = max(int(m.group(1)) for k in state if (m := re.match(r"model\.(\d+)\.weight$", k)))
+        return {
+            "input_nc": int(first.shape[1]),
+            "output_nc": int(state[f"model.{last}.weight"].shape[0]),
+            "ngf": int(first.shape[0]),
+            "n_blocks": len(blocks),
+            "norm": infer_norm(state, "model.2", "model.1"),
+            "dropout": dropout,
+        }
+
+    @staticmethod
+    def matches(state: dict[str, torch.Tensor]) -> bool:
+        return "model.1.weight" in state and any(".conv_block." in k for k in state)
