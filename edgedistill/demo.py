@@ -61,7 +61,7 @@ def run_demo(out: Path, console: Console) -> dict[str, dict]:
 
     table = Table(title="embedded teachers (torch eager, fp32, this machine)")
     for col in ("teacher", "input", "params", "GMACs", "ms/image", "PSNR in → out (dB)", "grid"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("teacher", "PSNR in → out (dB)"), overflow="fold")
     for name, r in results.items():
         quality = f"{r['psnr_input']} → {r['psnr_output']}" if "psnr_output" in r else "-"
         table.add_row(name, "x".join(map(str, r["size"])), f"{r['params'] / 1e6:.2f}M", f"{r['macs'] / 1e9:.2f}",
