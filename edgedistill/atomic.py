@@ -9,9 +9,6 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
 
 def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp_path)` and rename the result onto `path` only once it succeeded."""
@@ -21,7 +18,7 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; shipped files must be readable
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; shipped and shared files must be readable
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

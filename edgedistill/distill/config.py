@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from edgedistill.errors import EdgeDistillError
@@ -74,12 +73,6 @@ class DistillConfig:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
-
-    @classmethod
-    def from_file(cls, path: Path) -> DistillConfig:
-        data = json.loads(path.read_text())
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
     def training_identity(self) -> dict[str, Any]:
         """The options a resumed run must share with the one it continues."""

@@ -6,6 +6,7 @@ exactly the batches an uninterrupted one would, and DDP ranks see different ones
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -72,6 +73,7 @@ class PhotoRestoreSource:
         clean = random_crops(self.photos, size, self.patch, gen)
         return Batch(self.spec.to_input(degrade(clean, gen)), self.spec.to_input(clean))
 
+    @functools.cache  # noqa: B019  (one source per run; the trainer and the evaluation share it)
     def heldout(self) -> Batch:
         gen = torch.Generator().manual_seed(20_000)
         clean = random_crops(bundled_photos("heldout"), 128, self.eval_size, gen)
@@ -128,6 +130,7 @@ class ImageFolderSource:
     def batch(self, step: int, size: int) -> Batch:
         return self._crops(self.train_idx, size, self.patch, step_generator(self.seed, step, self.rank))
 
+    @functools.cache  # noqa: B019  (one source per run; the trainer and the evaluation share it)
     def heldout(self) -> Batch:
         return self._crops(self.eval_idx, 32, self.eval_size, torch.Generator().manual_seed(20_000))
 
