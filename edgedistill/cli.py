@@ -196,6 +196,17 @@ def demo(
     run_demo(out, console)
 
 
+def _register_steps() -> None:
+    """Each pipeline step keeps its verbs in edgedistill/commands/ (export, profile, ship)."""
+    from edgedistill.commands import export, profile, ship
+
+    for step in (export, profile, ship):
+        step.register(app)
+
+
+_register_steps()
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:

@@ -40,7 +40,7 @@ def test_wheel_carries_data_and_teachers(tmp_path):
     )
     wheel = next(tmp_path.glob("edgedistill-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "edgedistill/_data/targets/x86-cpu-openvino-int8.toml" in names
+    assert "edgedistill/_data/targets/x86-openvino.toml" in names
     assert "edgedistill/_data/calibration/photo-restore.toml" in names
     for teacher in ("photo-restore", "digits-dcgan"):
         for f in ("model.json", "generator.safetensors", "discriminator.safetensors"):

@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 
 from edgedistill.atomic import write_text_atomic
 from edgedistill.errors import EdgeDistillError
+
+if TYPE_CHECKING:  # torch is imported lazily: the runtime part (profile on a device) has no torch
+    import torch
 
 KINDS = ("noise", "image", "noise+label")
 
@@ -52,12 +55,27 @@ class GeneratorSpec:
 
     def example_inputs(self, size: tuple[int, int] | None = None, batch: int = 1, seed: int = 0) -> tuple:
         """Random inputs in the spec's range, deterministic for a seed."""
+        import torch
+
         gen = torch.Generator().manual_seed(seed)
         shape = self.input_shape(size, batch)
         if self.kind == "image":
             lo, hi = self.input_range
             return (torch.rand(shape, generator=gen) * (hi - lo) + lo,)
         return (torch.randn(shape, generator=gen),)
+
+    def example_arrays(
+        self, size: tuple[int, int] | None = None, batch: int = 1, seed: int = 0
+    ) -> dict[str, np.ndarray]:
+        """numpy inputs by input name (float32, the spec's range): what runtimes without torch eat."""
+        rng = np.random.default_rng(seed)
+        shape = self.input_shape(size, batch)
+        if self.kind == "image":
+            lo, hi = self.input_range
+            x = rng.random(shape, dtype=np.float32) * (hi - lo) + lo
+        else:
+            x = rng.standard_normal(shape, dtype=np.float32)
+        return {self.inputs[0].name: x.astype(np.float32)}
 
     # ---- pixels ---------------------------------------------------------------------------
     def to_input(self, pixels01: torch.Tensor) -> torch.Tensor:
