@@ -20,7 +20,14 @@ _LAZY = {
 }
 
 
+_STEPS = ("distill", "export", "profile")  # callable subpackages (see edgedistill/_callable.py)
+
+
 def __getattr__(name: str) -> Any:
+    if name in _STEPS:
+        import importlib
+
+        return importlib.import_module(f"edgedistill.{name}")
     if name in _LAZY:
         import importlib
 
@@ -28,4 +35,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'edgedistill' has no attribute '{name}'")
 
 
-__all__ = [*_LAZY, "__version__"]
+__all__ = [*_LAZY, *_STEPS, "__version__"]

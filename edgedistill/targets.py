@@ -56,7 +56,9 @@ def _parse(path: Path) -> Target:
         raise EdgeDistillError(f"{path}: not a valid target profile ({exc})") from None
     bad = [p for p in target.precisions if p not in PRECISIONS]
     if target.precision not in target.precisions or bad:
-        raise EdgeDistillError(f"{path}: precisions must be among {', '.join(PRECISIONS)} and include the default")
+        raise EdgeDistillError(
+            f"{path}: precisions must be among {', '.join(PRECISIONS)} and include the default"
+        )
     return target
 
 

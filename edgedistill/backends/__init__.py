@@ -36,4 +36,14 @@ def load_runner(artifact: Artifact | str, threads: int | None = None, profile_la
     return backend.load(art, threads=threads, profile_layers=profile_layers)
 
 
-__all__ = ["Artifact", "Backend", "CompileResult", "LayerTime", "Runner", "backend_names", "get_backend", "load_artifact", "load_runner"]
+__all__ = [
+    "Artifact",
+    "Backend",
+    "CompileResult",
+    "LayerTime",
+    "Runner",
+    "backend_names",
+    "get_backend",
+    "load_artifact",
+    "load_runner",
+]

@@ -62,6 +62,9 @@ class Runner(Protocol):
 
 class Backend(Protocol):
     name: str
+    # True when compile() works without the runtime installed here (TensorRT: it writes the ONNX
+    # for the device and the engine is built there); such a CompileResult sets portable_onnx.
+    compiles_offline: bool
 
     def available(self) -> str | None:
         """None when usable here, else one line saying what is missing and how to get it."""
@@ -81,7 +84,9 @@ class Backend(Protocol):
         """
         ...
 
-    def load(self, artifact: Artifact, threads: int | None = None, profile_layers: bool = False) -> Runner: ...
+    def load(
+        self, artifact: Artifact, threads: int | None = None, profile_layers: bool = False
+    ) -> Runner: ...
 
 
 @dataclass
@@ -117,7 +122,9 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
-        raise EdgeDistillError(f"{directory} has no {MANIFEST}: give an artifact directory from `edgedistill export`") from None
+        raise EdgeDistillError(
+            f"{directory} has no {MANIFEST}: give an artifact directory from `edgedistill export`"
+        ) from None
     except json.JSONDecodeError as exc:
         raise EdgeDistillError(f"{path} is not valid JSON ({exc}): re-run `edgedistill export`") from None
     for key in ("backend", "files"):
@@ -126,7 +133,13 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return manifest
 
 
-MODEL_SUFFIXES = {".onnx": "onnxruntime", ".ort": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt"}
+MODEL_SUFFIXES = {
+    ".onnx": "onnxruntime",
+    ".ort": "onnxruntime",
+    ".xml": "openvino",
+    ".engine": "tensorrt",
+    ".plan": "tensorrt",
+}
 
 
 def load_artifact(path: str | Path) -> Artifact:

@@ -28,7 +28,9 @@ class CalibrationSet:
 
     def __post_init__(self) -> None:
         if not self.arrays or any(len(a) == 0 for a in self.arrays.values()):
-            raise EdgeDistillError(f"calibration set from {self.source or 'the given source'} is empty: give it images or a larger --calib-size")
+            raise EdgeDistillError(
+                f"calibration set from {self.source or 'the given source'} is empty: give it images or a larger --calib-size"
+            )
         sizes = {len(a) for a in self.arrays.values()}
         if len(sizes) != 1:
             raise EdgeDistillError(f"calibration inputs disagree in sample count: {sizes}")
@@ -39,7 +41,9 @@ class CalibrationSet:
     def samples(self, batch: int = 1) -> Iterator[dict[str, np.ndarray]]:
         """Dicts of `batch` consecutive samples (the last may be shorter)."""
         for i in range(0, len(self), batch):
-            yield {k: np.ascontiguousarray(v[i : i + batch], dtype=np.float32) for k, v in self.arrays.items()}
+            yield {
+                k: np.ascontiguousarray(v[i : i + batch], dtype=np.float32) for k, v in self.arrays.items()
+            }
 
     def split(self, holdout: int) -> tuple[CalibrationSet, CalibrationSet]:
         """(calibration, held-out) so the quality gate never scores on the data it calibrated with."""
@@ -68,5 +72,7 @@ class CalibrationSet:
         except FileNotFoundError:
             raise EdgeDistillError(f"calibration cache not found: {path}") from None
         except (ValueError, OSError) as exc:
-            raise EdgeDistillError(f"{path} is not a calibration .npz ({exc}): delete it to rebuild") from None
+            raise EdgeDistillError(
+                f"{path} is not a calibration .npz ({exc}): delete it to rebuild"
+            ) from None
         return cls(arrays, source=str(path), **kwargs)
