@@ -36,6 +36,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes 0700 dirs; an artifact is meant to be shared and copied
     try:
         yield tmp
         if path.exists():

@@ -186,21 +186,11 @@ def distill(
         console.print(table)
 
 
-@app.command()
-def demo(
-    out: Annotated[Path, typer.Option(help="where the demo writes its files")] = Path("demo_out"),
-) -> None:
-    """Run the embedded teachers end to end on bundled data (what exists so far of the pipeline)."""
-    from edgedistill.demo import run_demo
-
-    run_demo(out, console)
-
-
 def _register_steps() -> None:
-    """Each pipeline step keeps its verbs in edgedistill/commands/ (export, profile, ship)."""
-    from edgedistill.commands import export, profile, ship
+    """Each pipeline step keeps its verbs in edgedistill/commands/ (export, profile, ship, pipeline)."""
+    from edgedistill.commands import export, pipeline, profile, ship
 
-    for step in (export, profile, ship):
+    for step in (export, profile, ship, pipeline):
         step.register(app)
 
 

@@ -90,8 +90,8 @@ def export(
                 dest = tmp / item.name
                 (shutil.copytree if item.is_dir() else shutil.copy2)(item, dest)
             manifest = _manifest(src, tgt, outcome, calib, held, min_psnr)
-            write_manifest(tmp, manifest)
-    return ExportResult(out_dir, {**manifest})
+            manifest = write_manifest(tmp, manifest)
+    return ExportResult(out_dir, manifest)
 
 
 # ------------------------------------------------------------------------------------------ steps
@@ -241,7 +241,11 @@ def _compile_and_gate(
         from edgedistill.export.sensitivity import rank_layers
 
         log("below the gate: ranking layers by measured sensitivity (one layer quantized at a time)")
-        ranked = rank_layers(src.onnx, ranges(), held, threads=threads or 1)
+        symmetric = getattr(backend, "symmetric_int8", False)
+        ranked = rank_layers(
+            src.onnx, ranges(), held, threads=threads or 1, output_range=tuple(src.spec.output_range),
+            symmetric_activations=symmetric,
+        )  # fmt: skip
         return [vars(r) if not isinstance(r, dict) else r for r in ranked]
 
     can_rank = tgt.precision == "int8" and min_psnr is not None
@@ -266,7 +270,10 @@ def _manifest(
     return {
         "format": 1,
         "model": src.name,
-        "target": target_dict(tgt),
+        "target": {
+            **target_dict(tgt),
+            "input_size": src.spec.default_size if src.spec.kind == "image" else None,
+        },
         "backend": tgt.backend,
         "precision": result.precision,
         "files": result.files,

@@ -39,11 +39,13 @@ def target_dict(target: Target) -> dict[str, Any]:
     return d
 
 
-def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Add sizes, tool versions and a timestamp; write atomically; return what was written."""
     manifest = {
         **manifest,
         "sizes": file_sizes(directory),
         "versions": tool_versions(),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-    return write_text_atomic(directory / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    write_text_atomic(directory / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    return manifest

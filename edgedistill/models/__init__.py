@@ -1,15 +1,29 @@
-"""Generator families, discriminators, the embedded teachers and safe loading."""
+"""Generator families, discriminators, the embedded teachers and safe loading.
 
-from edgedistill.models import classifier, dcgan, feature_nets, patchgan, resnet, unet  # noqa: F401  (registers)
-from edgedistill.models.registry import create, family_class, list_families, register
-from edgedistill.models.spec import GeneratorSpec, TensorSpec, spec_for_family
+Attributes are imported lazily: `edgedistill.models.spec` (numpy only) must import on a device
+that has no torch, and importing a submodule runs this file first.
+"""
 
-__all__ = [
-    "GeneratorSpec",
-    "TensorSpec",
-    "create",
-    "family_class",
-    "list_families",
-    "register",
-    "spec_for_family",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "GeneratorSpec": "edgedistill.models.spec",
+    "TensorSpec": "edgedistill.models.spec",
+    "spec_for_family": "edgedistill.models.spec",
+    "create": "edgedistill.models.registry",
+    "family_class": "edgedistill.models.registry",
+    "list_families": "edgedistill.models.registry",
+    "register": "edgedistill.models.registry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'edgedistill.models' has no attribute '{name}'")
+
+
+__all__ = list(_LAZY)

@@ -28,6 +28,7 @@ def register(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
 
 
 def list_families() -> list[str]:
+    _ensure_loaded()
     return sorted(_FAMILIES)
 
 
@@ -51,5 +52,5 @@ def create(family: str, **kwargs: Any) -> nn.Module:
 
 
 def _ensure_loaded() -> None:
-    # Importing the package registers every family; done lazily to avoid import cycles.
-    import edgedistill.models  # noqa: F401
+    # Importing the family modules registers them; done lazily so the package imports without torch.
+    from edgedistill.models import classifier, dcgan, feature_nets, patchgan, resnet, unet  # noqa: F401

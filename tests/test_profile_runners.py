@@ -1,0 +1,228 @@
+"""`edgedistill profile` on real runtimes: torch eager, ONNX Runtime, OpenVINO (TensorRT skips here).
+
+A tiny ResNet generator (ngf 8, 2 blocks, 32x32) is saved as a torch run directory and exported
+as real artifacts; every test measures for a fraction of a second on one thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgedistill.errors import EdgeDistillError
+from edgedistill.models import create
+from edgedistill.models.spec import spec_for_family
+from edgedistill.profile.api import profile
+from edgedistill.profile.report import ProfileReport
+
+SIZE = 32
+FAST = {
+    "threads": 1,
+    "warmup": 2,
+    "iterations": 5,
+    "min_time": 0.2,
+    "layers": 5,
+    "layer_calls": 3,
+    "progress": False,
+}
+
+
+def _manifest(spec, backend, precision, files, target=None, extra=None, macs=None):
+    return {
+        "backend": backend,
+        "precision": precision,
+        "files": files,
+        "spec": spec.to_dict(),
+        "target": target or {"name": "test", "device": "CPU"},
+        "backend_info": extra or {},
+        "macs": macs,
+    }
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """torch run directory + fp32 ONNX Runtime, OpenVINO and (engine-less) TensorRT artifacts."""
+    from safetensors.torch import save_file
+
+    from edgedistill.backends.openvino import OpenVinoBackend
+    from edgedistill.backends.tensorrt import TensorRtBackend
+    from edgedistill.export.manifest import target_dict
+    from edgedistill.metrics.complexity import measure_complexity
+    from edgedistill.targets import get_target
+
+    root = tmp_path_factory.mktemp("profile-models")
+    kwargs = {"ngf": 8, "n_blocks": 2}
+    net = create("resnet", **kwargs).eval()
+    spec = spec_for_family("resnet", kwargs, default_size=(SIZE, SIZE))
+    macs = measure_complexity(net, spec.example_inputs()).macs
+    student = root / "student"
+    student.mkdir()
+    spec.save(student / "model.json")
+    save_file(net.state_dict(), str(student / "generator.safetensors"))
+
+    ort_dir = root / "ort-fp32"
+    ort_dir.mkdir()
+    x = torch.rand(1, 3, SIZE, SIZE)
+    with warnings.catch_warnings():  # the legacy exporter's notes on InstanceNorm and Slice
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net, (x,), str(ort_dir / "model.onnx"), input_names=["image"], output_names=["output"],
+            dynamic_axes={"image": {0: "N", 2: "H", 3: "W"}}, dynamo=False, opset_version=17,
+        )  # fmt: skip
+    (ort_dir / "manifest.json").write_text(
+        json.dumps(_manifest(spec, "onnxruntime", "fp32", ["model.onnx"], macs=macs))
+    )
+
+    out = {"student": student, "ort": ort_dir}
+    for name, backend, target_name, precision in (
+        ("ov", OpenVinoBackend(), "x86-openvino", "fp32"),
+        ("trt", TensorRtBackend(), "jetson-orin-nano", "fp16"),
+    ):
+        tgt = dataclasses.replace(get_target(target_name, precision), input_size=(SIZE, SIZE))
+        art = root / f"{name}-{precision}"
+        res = backend.compile(ort_dir / "model.onnx", tgt, None, art)
+        manifest = _manifest(spec, backend.name, res.precision, res.files, target_dict(tgt), res.extra, macs)
+        (art / "manifest.json").write_text(json.dumps(manifest))
+        out[name] = art
+    return out
+
+
+def test_torch_runner(models):
+    report = profile(str(models["student"]), **FAST)
+    m = report.models[0]
+    assert (m.kind, m.backend, m.precision) == ("torch", "torch", "fp32")
+    assert m.stats.n >= 5 and 0 < m.stats.min <= m.stats.p50 <= m.stats.p90 <= m.stats.p99 <= m.stats.max
+    assert m.input_shapes == {"image": [1, 3, SIZE, SIZE]}
+    assert m.macs and m.macs > 1_000_000 and m.achieved_gops > 0
+    assert m.speedup == 1.0 and m.psnr_vs_first is None
+    assert m.first_ms > 0 and m.load_s >= 0 and m.size_bytes > 10_000
+    assert m.layers and m.layers[0]["op_type"] in ("Conv2d", "ConvTranspose2d", "InstanceNorm2d")
+    assert report.settings["threads"] == 1 and report.settings["rounds"] >= 5
+
+
+def test_onnxruntime_runner(models):
+    report = profile(models["ort"], **FAST)
+    m = report.models[0]
+    assert (m.kind, m.backend, m.precision) == ("artifact", "onnxruntime", "fp32")
+    assert m.stats.p50 > 0 and m.size_bytes == (models["ort"] / "model.onnx").stat().st_size
+    assert m.layers, "ONNX Runtime's profiler reported no layers"
+    assert {layer["op_type"] for layer in m.layers} & {"Conv", "ConvTranspose", "FusedConv"}
+
+
+def test_openvino_runner_shows_the_kernel_that_ran(models):
+    report = profile(models["ov"], **FAST)
+    m = report.models[0]
+    assert (m.backend, m.precision) == ("openvino", "fp32")
+    assert m.stats.p50 > 0 and m.size_bytes > 10_000
+    assert m.layers and all(layer["precision"] for layer in m.layers)
+    assert any("f32" in k.lower() for k in m.kernel_mix)  # the fp32 IR really ran in f32 (not bf16)
+
+
+def test_side_by_side_report_files(models, tmp_path):
+    report = profile(
+        {"teacher": models["student"], "ort": models["ort"], "ov": models["ov"]},
+        json_path=tmp_path / "p.json", md_path=tmp_path / "p.md", plot_path=tmp_path / "p.png",
+        **{**FAST, "threads": 2},
+    )  # fmt: skip
+    assert report.settings["order"] == ["teacher", "ort", "ov"] and report.settings["interleaved"]
+    rounds = report.settings["rounds"]
+    assert all(m.stats.n == rounds for m in report.models)  # one call per model per round
+    teacher, ort, ov = report.models
+    assert teacher.speedup == 1.0
+    assert ort.speedup == pytest.approx(teacher.stats.p50 / ort.stats.p50, rel=1e-3)
+    assert ort.psnr_vs_first > 60 and ov.psnr_vs_first > 60  # fp32 artifacts of the same weights
+    assert report.peaks["measured"]["fp32"] > 0 and ort.pct_measured_peak > 0
+
+    data = json.loads((tmp_path / "p.json").read_text())
+    again = ProfileReport.from_dict(data)
+    assert again.to_dict() == data and data["what_is_timed"].startswith("host-side wall time")
+    md = (tmp_path / "p.md").read_text()
+    header = "| model | backend | precision | p50 ms | p90 ms | p99 ms | FPS | size | PSNR vs teacher |"
+    assert header in md and md.count("\n| ") >= 4
+    for name in ("teacher", "ort", "ov", "Slowest layers"):
+        assert name in md
+    png = (tmp_path / "p.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    import matplotlib.image
+
+    assert matplotlib.image.imread(tmp_path / "p.png").shape[0] > 200
+
+
+def test_tensorrt_skips_with_reason_without_gpu(models):
+    from edgedistill.backends.tensorrt import TensorRtBackend
+
+    why = TensorRtBackend().available()
+    if why is None:
+        pytest.skip("TensorRT and a GPU are present: nothing to skip")
+    report = profile([models["ov"], models["trt"]], **{**FAST, "layers": 0})
+    ov, trt = report.models
+    assert ov.stats is not None and trt.stats is None
+    assert trt.skipped == why and trt.name in report.to_markdown()
+    with pytest.raises(EdgeDistillError, match="nothing could run here"):
+        profile(models["trt"], **FAST)
+
+
+def test_given_inputs_and_sizes(models, tmp_path):
+    x = np.random.default_rng(3).random((1, 3, 48, 48), dtype=np.float32) * 2 - 1
+    np.savez(tmp_path / "in.npz", image=x)
+    report = profile([models["student"], models["ort"]], inputs=tmp_path / "in.npz", **{**FAST, "layers": 0})
+    assert all(m.input_shapes == {"image": [1, 3, 48, 48]} for m in report.models)
+    assert report.models[1].psnr_vs_first > 60
+    with pytest.raises(EdgeDistillError, match="takes inputs"):
+        profile(models["ort"], inputs={"a": x, "b": x}, **FAST)
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "edgedistill", "profile", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_cli_table_and_json(models, tmp_path):
+    r = _cli(str(models["student"]), str(models["ov"]), "--threads", "1", "--min-time", "0.2", "-n", "5",
+             "--layers", "3", "--no-roofline", "--json", str(tmp_path / "r.json"))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "p50" in r.stdout and "student" in r.stdout and "host-side wall time" in r.stdout
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert [m["name"] for m in data["models"]] == ["student", "ov-fp32"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("/no/such/dir/model.onnx",), "artifact not found"),
+        (("no-such-teacher",), "neither an embedded teacher"),
+        (("STUDENT", "--target", "no-such-target"), "no target 'no-such-target'"),
+        (("STUDENT", "--warmup", "0"), "--warmup must be at least 1"),
+    ],
+)
+def test_cli_bad_input_one_line_exit_2(models, args, message):
+    r = _cli(*[str(models["student"]) if a == "STUDENT" else a for a in args])
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bare_onnx_file_reads_the_spec_from_its_metadata(models, tmp_path):
+    from edgedistill.export.onnx_export import export_onnx
+    from edgedistill.models.loading import load_generator
+
+    loaded = load_generator(str(models["student"]))
+    path = tmp_path / "g.onnx"
+    export_onnx(loaded.module, loaded.spec, path, size=(SIZE, SIZE))
+    report = profile(path, **{**FAST, "layers": 0})
+    m = report.models[0]
+    assert (m.name, m.backend, m.precision) == ("g.onnx", "onnxruntime", "unknown")
+    assert m.input_shapes == {"image": [1, 3, SIZE, SIZE]}
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "m.onnx").write_bytes((models["ort"] / "model.onnx").read_bytes())  # no spec anywhere
+    with pytest.raises(EdgeDistillError, match="carries no generator spec"):
+        profile(bare / "m.onnx", **FAST)
