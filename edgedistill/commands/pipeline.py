@@ -53,12 +53,16 @@ def show_report(report: dict) -> None:
 
     from edgedistill.cli import console
 
-    rows = report["rows"]
-    table = Table(title=f"{report['teacher']}: teacher vs student vs artifacts (this machine)")
-    for col in rows[0]:
-        table.add_column(col, justify="left" if col in ("model", "backend", "precision") else "right")
-    for row in rows:
-        table.add_row(*row.values())
+    # The terminal gets the columns that decide; report.md has them all.
+    cols = {"model": "model", "precision": "prec", "MACs": "MACs", "size MB": "MB", "p50 ms": "p50 ms",
+            "speedup": "×", "PSNR vs teacher dB": "PSNR vs T", "PSNR vs fp32 dB": "PSNR vs fp32"}  # fmt: skip
+    table = Table(title=f"{report['teacher']}: teacher | student | artifacts, this machine")
+    for key, head in cols.items():
+        table.add_column(
+            head, justify="left" if key in ("model", "precision") else "right", no_wrap=key == "model"
+        )
+    for row in report["rows"]:
+        table.add_row(*(row[k] for k in cols))
     console.print(table)
     for label, path in report["files"].items():
         console.print(f"{label}: {path}", highlight=False)

@@ -217,10 +217,15 @@ def _compile_and_gate(
             shared["ranges"] = compute_ranges(src.onnx, calib, work)  # type: ignore[arg-type]
         return shared["ranges"]
 
+    base = _io_layers(src.onnx) if tgt.precision == "int8" and tgt.options.get("keep_io_layers") else []
+    if base:
+        log(f"target keeps its first and last layers at higher precision: {', '.join(base)}")
+
     def compile_into(keep: Sequence[str], tag: str) -> tuple[CompileResult, Path]:
         out = scratch / f"attempt-{tag}"
         out.mkdir()
         extra = {"ranges": ranges()} if accepts_ranges and tgt.precision == "int8" else {}
+        keep = [*base, *(k for k in keep if k not in base)]
         return backend.compile(src.onnx, tgt, calib, out, keep_higher=keep, **extra), out
 
     def load(result: CompileResult, out: Path) -> Runner:
@@ -246,7 +251,7 @@ def _compile_and_gate(
             src.onnx, ranges(), held, threads=threads or 1, output_range=tuple(src.spec.output_range),
             symmetric_activations=symmetric,
         )  # fmt: skip
-        return [vars(r) if not isinstance(r, dict) else r for r in ranked]
+        return [vars(r) for r in ranked if r.name not in base]
 
     can_rank = tgt.precision == "int8" and min_psnr is not None
     outcome = run_gate(
@@ -307,6 +312,15 @@ def _manifest(
         "backend_info": result.extra,
         "notes": result.notes,
     }
+
+
+def _io_layers(onnx_path: Path) -> list[str]:
+    """The first and last weighted layers: 3-channel 7x7 convs in most generators, where int8 kernels
+    are slow (few channels) and the error is most visible (the last one writes the pixels)."""
+    from edgedistill.export.qdq import quantizable_nodes
+
+    nodes = quantizable_nodes(onnx_path)
+    return list(dict.fromkeys([nodes[0], nodes[-1]])) if nodes else []
 
 
 def _teacher_name(model: str | Path, spec: GeneratorSpec) -> str | None:

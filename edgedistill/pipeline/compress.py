@@ -61,7 +61,9 @@ def compress(opts: CompressOptions, log: Callable[[str], None] = print) -> dict[
     artifacts: dict[str, Path] = {}
     for tgt in targets:
         t0 = time.perf_counter()
-        artifacts[f"{tgt.name} {tgt.precision}"] = _export_stage(opts, tgt.name, student, book, log)
+        artifacts[f"{tgt.name.removeprefix('x86-')} {tgt.precision}"] = _export_stage(
+            opts, tgt.name, student, book, log
+        )
         timings[f"export_{tgt.name}_s"] = round(time.perf_counter() - t0, 1)
 
     t0 = time.perf_counter()
