@@ -128,6 +128,7 @@ class OnnxRuntimeBackend:
                 per_channel=bool(target.options.get("per_channel", True)),
                 symmetric_activations=bool(target.options.get("symmetric_activations", False)),
             )
+            _fold_int8_pads(out_dir / MODEL)
         ranges.save(out_dir / CALIBRATION_CACHE)
         return ranges
 
@@ -390,3 +391,16 @@ def _has_onnx() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("onnx") is not None
+
+
+def _fold_int8_pads(path: Path) -> None:
+    """Pads run on the int8 tensors (see export/qdq_fold.py); rewritten atomically in place."""
+    import onnx
+
+    from edgedistill.atomic import write_atomic
+    from edgedistill.export.qdq_fold import fold_pads
+
+    model = onnx.load_model(str(path))
+    if fold_pads(model):
+        onnx.checker.check_model(model)
+        write_atomic(path, lambda p: onnx.save_model(model, str(p)))
