@@ -19,19 +19,14 @@ from edgedistill.models import create
 from edgedistill.models.spec import spec_for_family
 
 TEMPLATE = Path(__file__).parents[1] / "edgedistill" / "ship" / "templates" / "run_model.py"
-MODELS_DIR = Path(__file__).parents[1] / "edgedistill" / "models"
 BLOCK = "torch", "edgedistill", "PIL"  # what a bundled runner may not need
 
 
 def edgedistill(*args, cwd=None, block_torch=False):
     """The CLI in a subprocess; with block_torch, in a Python where `import torch` fails."""
     if block_torch:
-        # edgedistill/models/__init__.py imports the torch families; a device gets the models package
-        # as a bare namespace (as profile's remote bundle does), so only what `run` itself imports counts.
         code = (
-            "import sys, types; sys.modules['torch'] = None; sys.argv = ['edgedistill', *sys.argv[1:]]\n"
-            f"models = types.ModuleType('edgedistill.models'); models.__path__ = [{str(MODELS_DIR)!r}]\n"
-            "sys.modules['edgedistill.models'] = models\n"
+            "import sys; sys.modules['torch'] = None; sys.argv = ['edgedistill', *sys.argv[1:]]\n"
             "from edgedistill.cli import main; main()"
         )
         cmd = [sys.executable, "-c", code, *args]

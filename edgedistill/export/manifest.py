@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import importlib.metadata as md
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -12,18 +11,13 @@ from typing import Any
 from edgedistill.atomic import write_text_atomic
 from edgedistill.backends.base import MANIFEST
 from edgedistill.targets import Target
+from edgedistill.versions import installed_versions
 
 TOOLS = ("edgedistill", "torch", "onnx", "onnxruntime", "onnxslim", "openvino", "nncf", "tensorrt")
 
 
 def tool_versions() -> dict[str, str]:
-    out = {}
-    for name in TOOLS:
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            continue
-    return out
+    return installed_versions(TOOLS)
 
 
 def file_sizes(directory: Path) -> dict[str, int]:

@@ -6,13 +6,14 @@ works the same on a device over SSH.
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import os
 import platform
 import socket
 import sys
 from functools import lru_cache
 from typing import Any
+
+from edgedistill.versions import installed_versions
 
 RUNTIMES = ("numpy", "onnxruntime", "openvino", "tensorrt", "torch", "edgedistill")
 
@@ -52,13 +53,7 @@ def cpuinfo() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    out = {}
-    for name in RUNTIMES:
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            continue
-    return out
+    return installed_versions(RUNTIMES)
 
 
 def host_info(threads: int) -> dict[str, Any]:

@@ -37,12 +37,19 @@ RESULT_MARK = "@@edgedistill-result "
 RUNTIME_ZIP = "edgedistill-runtime.zip"
 _PACKAGE = Path(__file__).resolve().parent.parent
 # edgedistill's runtime part: what loads an artifact and times it, importing numpy + one runtime.
-RUNTIME_FILES = ("__init__.py", "_callable.py", "errors.py", "atomic.py", "resources.py", "targets.py")
+RUNTIME_FILES = (
+    "__init__.py",
+    "_callable.py",
+    "errors.py",
+    "atomic.py",
+    "resources.py",
+    "targets.py",
+    "versions.py",
+)
 RUNTIME_PACKAGES = ("backends", "profile")
 # ONNX Runtime's load checks the .onnx (corrupt files, external data) with export/onnx_checks (needs `onnx`).
-RUNTIME_SINGLES = ("models/spec.py", "export/__init__.py", "export/onnx_checks.py")
-# models/__init__.py imports the torch families; on the device the package is a plain namespace.
-STUB_INIT = '"""edgedistill.models on a device: only the spec (no torch)."""\n'
+# models/__init__.py imports lazily, so the spec loads without torch.
+RUNTIME_SINGLES = ("models/__init__.py", "models/spec.py", "export/__init__.py", "export/onnx_checks.py")
 _USER = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._-]*$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _SAFE_REMOTE_PATH = re.compile(r"^/[A-Za-z0-9._/-]+$")
@@ -106,7 +113,6 @@ def build_runtime_zip(path: Path) -> Path:
                 z.write(file, f"edgedistill/{pkg}/{file.name}")
         for name in RUNTIME_SINGLES:
             z.write(_PACKAGE / name, f"edgedistill/{name}")
-        z.writestr("edgedistill/models/__init__.py", STUB_INIT)
     return path
 
 
