@@ -109,15 +109,19 @@ def print_summary(out: Path, m: dict, model: str) -> None:
         f"PSNR {q['psnr_vs_fp32']:.2f} dB, SSIM {q['ssim_vs_fp32']:.4f}, max |err| {q['max_abs_err']:.3g} "
         f"on {q['samples']} held-out samples; gate {gate}",
     )
-    kept = m.get("kept_higher_precision") or []
-    if kept:
+    gate_info = m.get("gate") or {}
+    by_target, by_gate = gate_info.get("kept_by_target") or [], gate_info.get("kept_by_gate") or []
+    if by_target:
+        table.add_row("kept higher", f"{', '.join(by_target)} (the target's first/last-layer policy)")
+    if by_gate:
         before = q["before_fallback"]["psnr_vs_fp32"]
-        speed = (m.get("gate") or {}).get("speed") or {}
+        speed = gate_info.get("speed") or {}
         cost = f", {speed['slowdown']}x the plain int8 latency" if speed else ""
+        names = ", ".join(by_gate[:6]) + (" …" if len(by_gate) > 6 else "")
         table.add_row(
-            "kept higher", f"{len(kept)} layer(s): {', '.join(kept[:6])}{' …' if len(kept) > 6 else ''} "
-            f"(PSNR {before:.2f} → {q['psnr_vs_fp32']:.2f} dB{cost})",
-        )  # fmt: skip
+            "kept by gate",
+            f"{len(by_gate)} layer(s): {names} (PSNR {before:.2f} → {q['psnr_vs_fp32']:.2f} dB{cost})",
+        )
     for note in m.get("notes") or []:
         table.add_row("note", note)
     console.print(table)

@@ -257,7 +257,8 @@ def _compile_and_gate(
     outcome = run_gate(
         compile_into, load, held, reference, src.spec.output_range, min_psnr, rank if can_rank else None, log
     )
-    if outcome.result.kept_higher_precision:
+    outcome.policy_kept = base
+    if outcome.result is not outcome.attempts[0].result:  # the fallback kept layers: what did it cost?
         outcome.speed = speed_cost(outcome, load, held)
     return outcome
 
@@ -298,6 +299,8 @@ def _manifest(
                 for a in outcome.attempts
             ],
             "sensitivity": outcome.ranking[:16],
+            "kept_by_target": outcome.policy_kept,
+            "kept_by_gate": [k for k in result.kept_higher_precision if k not in outcome.policy_kept],
             "speed": outcome.speed,
         },
         "onnx": src.onnx_info,

@@ -51,6 +51,7 @@ class GateOutcome:
     attempts: list[Attempt] = field(default_factory=list)
     ranking: list[dict] = field(default_factory=list)
     speed: dict[str, float] | None = None  # plain vs gated latency when layers were kept
+    policy_kept: list[str] = field(default_factory=list)  # kept by the target's policy, before the gate
 
 
 def to_unit(y: np.ndarray, output_range: Sequence[float]) -> np.ndarray:
