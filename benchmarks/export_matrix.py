@@ -332,7 +332,9 @@ def main() -> None:
     report = {
         "what": "export matrix: every CPU-runnable target x precision of one distilled photo-restore student",
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-        "student": str(student),
+        "student": str(student.resolve().relative_to(ROOT))
+        if student.resolve().is_relative_to(ROOT)
+        else str(student),
         "student_info": (
             f"{metrics.get('steps', '?')} steps, {metrics.get('macs_ratio', '?')}x fewer MACs, "
             f"PSNR vs teacher {metrics.get('psnr_vs_teacher', '?')} dB"

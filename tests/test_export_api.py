@@ -95,7 +95,9 @@ def test_gate_engages_and_fallback_lifts_quality(tmp_path, tiny_resnet, photos):
     q = m["quality"]
     assert q["before_fallback"]["psnr_vs_fp32"] < demand <= q["psnr_vs_fp32"]
     assert m["gate"]["kept_by_gate"] and len(m["gate"]["attempts"]) >= 2
-    assert set(m["gate"]["kept_by_target"]) | set(m["gate"]["kept_by_gate"]) == set(m["kept_higher_precision"])
+    assert set(m["gate"]["kept_by_target"]) | set(m["gate"]["kept_by_gate"]) == set(
+        m["kept_higher_precision"]
+    )
     assert m["gate"]["sensitivity"] and m["gate"]["speed"]["gated_ms"] > 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,7 +155,7 @@ def _calibration(
     threads: int | None,
 ) -> tuple[CalibrationSet | None, CalibrationSet]:
     """Calibration samples (int8 only) and held-out samples for the gate, from one source."""
-    from edgedistill.export.calibration import build_calibration, load_recipe
+    from edgedistill.export.calibration import MIN_ADVISED, build_calibration, load_recipe
 
     spec = src.spec
     size = tuple(spec.default_size) if spec.kind == "image" and spec.default_size else None
@@ -164,17 +165,26 @@ def _calibration(
     method = calib_method or recipe.get("method", "minmax")
     percentile = float(recipe.get("percentile", 99.99))
     count = (calib_size if needs_calib else 0) + holdout
-    try:
-        full = build_calibration(
-            spec,
-            calib_data,
-            count,
-            teacher=teacher,
-            method=method,
-            percentile=percentile,
-            input_size=size,
-            cache=_cache_dir(),
+    if needs_calib and calib_size < MIN_ADVISED:
+        warnings.warn(
+            f"only {calib_size} calibration samples: activation ranges from fewer than {MIN_ADVISED} are "
+            "noisy (raise --calib-size)",
+            UserWarning,
+            stacklevel=3,
         )
+    try:
+        with warnings.catch_warnings():  # its size warning counts the held-out samples too
+            warnings.filterwarnings("ignore", message="only .* calibration samples")
+            full = build_calibration(
+                spec,
+                calib_data,
+                count,
+                teacher=teacher,
+                method=method,
+                percentile=percentile,
+                input_size=size,
+                cache=_cache_dir(),
+            )
     except EdgeDistillError:
         if needs_calib or calib_data is not None:
             raise
