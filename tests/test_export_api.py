@@ -163,3 +163,33 @@ def test_targets_lists_profiles():
                  "jetson-nano", "intel-npu", "arm64-onnxruntime"):  # fmt: skip
         assert name in found
         assert found[name]["peak_gops"] and found[name]["backend"] in ("onnxruntime", "openvino", "tensorrt")
+
+
+def test_pruned_custom_module_run_exports(tmp_path):
+    """A student of an arbitrary nn.Module is a torch.export program (.pt2): it exports too."""
+    from edgedistill.distill.student import make_student, save_pt2
+    from edgedistill.models.spec import GeneratorSpec, TensorSpec
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = torch.nn.Sequential(
+                torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 3, 3, padding=1)
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.tanh(x + self.body(x))
+
+    io = ["N", 3, "H", "W"]
+    spec = GeneratorSpec(
+        "image", [TensorSpec("image", io)], [TensorSpec("output", io)], default_size=(32, 32)
+    )
+    x = torch.rand(1, 3, 32, 32)
+    student, student_spec = make_student(Tiny().eval(), spec, 0.5, example_inputs=(x,))
+    run = tmp_path / "run"
+    save_pt2(student, (x,), run / "student.pt2")
+    student_spec.save(run / "model.json")
+    r = export(
+        str(run), "x86-openvino", tmp_path / "ov", precision="fp32", size=(32, 32), threads=1, log=_quiet
+    )
+    assert r.manifest["onnx"]["max_abs_err"] < 1e-4 and r.manifest["quality"]["psnr_vs_fp32"] > 60

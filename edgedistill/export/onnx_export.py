@@ -97,7 +97,9 @@ def export_onnx(
     except onnx.checker.ValidationError as exc:
         raise EdgeDistillError(f"the exported ONNX is invalid ({str(exc).splitlines()[0]})") from None
 
-    err = _parity(module, model, spec, size, batch=2 if dynamic else 1)
+    # batch 2 catches shapes traced in as constants; a torch.export program is itself fixed at batch 1
+    exported_program = isinstance(module, torch.fx.GraphModule)
+    err = _parity(module, model, spec, size, batch=2 if dynamic and not exported_program else 1)
     if not err <= tolerance:  # also catches NaN
         raise EdgeDistillError(
             f"ONNX export differs from torch by max |err| {err:.3g} (tolerance {tolerance:g}) on the spec's "
@@ -150,7 +152,7 @@ def _torch_to_onnx(
         try:
             if exporter == "legacy":
                 torch.onnx.export(
-                    module,
+                    _trainless(module),
                     example,
                     buf,
                     dynamo=False,
@@ -249,3 +251,35 @@ def _version() -> str:
     from edgedistill import __version__
 
     return __version__
+
+
+def _trainless(module: Any) -> Any:
+    """A torch.export program's module refuses .train(), which the legacy exporter calls to set eval
+    mode; such a module is already in eval form, so wrap it in one whose train() does nothing."""
+    import torch
+
+    if not isinstance(module, torch.fx.GraphModule) or (
+        hasattr(module, "training") and _accepts_train(module)
+    ):
+        return module
+
+    class _Frozen(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def train(self, mode: bool = True) -> _Frozen:
+            return self
+
+        def forward(self, *args: Any) -> Any:
+            return self.inner(*args)
+
+    return _Frozen(module)
+
+
+def _accepts_train(module: Any) -> bool:
+    try:
+        module.train(False)
+        return True
+    except (NotImplementedError, RuntimeError):
+        return False
