@@ -128,10 +128,10 @@ def print_summary(out: Path, m: dict, model: str) -> None:
     build = (m.get("backend_info") or {}).get("build_command")
     if build:
         console.print(f"build the engine on the device: [bold]{build}[/]", highlight=False)
-    console.print(
-        f"next: [bold]edgedistill profile {shlex.quote(str(model))} {shlex.quote(str(out))}[/]",
-        highlight=False,
-    )
+    teacher = ((m.get("spec") or {}).get("provenance", {}).get("config") or {}).get("teacher")
+    models = [teacher] if teacher and teacher != str(model) else []
+    models += [str(model), str(out)]
+    console.print(f"next: [bold]edgedistill profile {' '.join(map(shlex.quote, models))}[/]", highlight=False)
 
 
 def build_engine(
