@@ -28,7 +28,7 @@ def test_fingerprint_tracks_options_and_file_bytes(tmp_path):
 def test_compress_digits_then_resume_skips_stages(tmp_path):
     out = tmp_path / "c"
     opts = CompressOptions(
-        teacher="digits-dcgan", targets=["x86-onnxruntime"], out=out, width=0.25, steps=40, cache=64,
+        teacher="digits-dcgan", targets=["x86-onnxruntime", "jetson-orin-nano"], out=out, width=0.25, steps=40, cache=64,
         calib_size=32, threads=1, profile_seconds=0.5, samples=4,
     )  # fmt: skip
     logs: list[str] = []
@@ -36,9 +36,11 @@ def test_compress_digits_then_resume_skips_stages(tmp_path):
     for name in ("report.md", "report.json", "samples.png", "latency.png", "stages.json"):
         assert (out / name).exists(), name
     names = [r["model"] for r in report["rows"]]
-    assert names == ["teacher", "student", "onnxruntime int8"]
+    assert names == ["teacher", "student", "onnxruntime int8", "jetson-orin-nano int8"]
     row = report["rows"][2]
     assert row["precision"] == "int8" and float(row["PSNR vs fp32 dB"]) >= 35
+    jetson = report["rows"][3]  # no TensorRT here: scored through its QDQ ONNX, not timed
+    assert jetson["p50 ms"] == "n/a" and float(jetson["PSNR vs teacher dB"]) > 5
     assert float(report["rows"][1]["PSNR vs teacher dB"]) > 5
     saved = json.loads((out / "report.json").read_text())
     assert saved["rows"] == report["rows"]
@@ -47,6 +49,7 @@ def test_compress_digits_then_resume_skips_stages(tmp_path):
     compress(opts, log=again.append)
     assert any("distill: unchanged, skipped" in m for m in again)
     assert any("x86-onnxruntime int8: unchanged, skipped" in m for m in again)
+    assert any("jetson-orin-nano int8: unchanged, skipped" in m for m in again)
 
 
 @pytest.mark.slow

@@ -126,8 +126,14 @@ def print_summary(out: Path, m: dict, model: str) -> None:
         table.add_row("note", note)
     console.print(table)
     build = (m.get("backend_info") or {}).get("build_command")
-    if build:
-        console.print(f"build the engine on the device: [bold]{build}[/]", highlight=False)
+    if build:  # engines are built where they run: the artifact travels, the device builds and profiles
+        here = shlex.quote(out.name)
+        console.print(
+            f"on the device: copy {out} there, then [bold]edgedistill build-engine {here} && "
+            f"edgedistill profile {here}[/] (or `sh build.sh` inside it: plain trtexec)",
+            highlight=False,
+        )
+        return
     teacher = ((m.get("spec") or {}).get("provenance", {}).get("config") or {}).get("teacher")
     models = [teacher] if teacher and teacher != str(model) else []
     models += [str(model), str(out)]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgedistill.backends import load_runner
+from edgedistill.backends import Artifact, get_backend, load_artifact, load_runner
 from edgedistill.export.gate import to_unit
 from edgedistill.export.image_metrics import psnr_np, ssim_np
 from edgedistill.models.spec import GeneratorSpec
@@ -36,7 +36,13 @@ def torch_outputs(model: str | Path, x: np.ndarray) -> np.ndarray:
 
 
 def artifact_outputs(artifact: Path, x: np.ndarray, threads: int | None) -> np.ndarray:
-    runner = load_runner(artifact, threads=threads)
+    """Outputs of an artifact; one whose runtime is absent here (TensorRT without a GPU) is judged by the
+    portable ONNX its backend wrote (the QDQ ONNX the engine is built from) under ONNX Runtime."""
+    art = load_artifact(artifact)
+    portable = art.manifest.get("portable_onnx")
+    if get_backend(art.backend).available() is not None and portable:
+        art = Artifact(art.dir, {**art.manifest, "backend": "onnxruntime", "files": [portable]})
+    runner = load_runner(art, threads=threads)
     name, out = runner.input_names[0], runner.output_names[0]
     return np.concatenate([runner.run({name: x[i : i + 1]})[out] for i in range(len(x))])
 

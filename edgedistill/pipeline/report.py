@@ -43,7 +43,7 @@ def summary_rows(
             "precision": m.precision,
             "MACs": _human(m.macs),
             "size MB": f"{m.size_bytes / 1e6:.2f}" if m.size_bytes else "–",
-            "p50 ms": f"{s.p50:.2f}" if s else f"skipped: {m.skipped}",
+            "p50 ms": f"{s.p50:.2f}" if s else "n/a",  # its runtime is absent here (see profile.md)
             "p90 ms": f"{s.p90:.2f}" if s else "",
             "speedup": f"{m.speedup:.2f}x" if m.speedup else "–",
             "PSNR vs teacher dB": f"{q.psnr_vs_teacher:.2f}" if q and q.psnr_vs_teacher is not None else "–",
