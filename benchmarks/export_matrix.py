@@ -33,6 +33,14 @@ from edgedistill.atomic import write_text_atomic
 from edgedistill.errors import EdgeDistillError
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def repo_relative(path: Path) -> str:
+    """Paths in the results are relative to the checkout, so they mean the same on every machine."""
+    full = Path(path).resolve()
+    return str(full.relative_to(ROOT)) if full.is_relative_to(ROOT) else str(path)
+
+
 RESULTS = Path(__file__).parent / "results"
 SCRATCH = ROOT / "scratch"
 TEACHER = "photo-restore"
@@ -133,7 +141,7 @@ def export_row(student: Path, target: str, precision: str, args: argparse.Namesp
         io = precision == "int8" and m["target"].get("options", {}).get("keep_io_layers")
         by_target = min(2 if io else 0, len(kept))
     row.update(
-        dir=str(res.out),
+        dir=repo_relative(res.out),
         backend=m["backend"],
         runs_as=(m.get("backend_info") or {}).get("inference_precision") or precision,
         files=m["files"],
@@ -166,7 +174,7 @@ def measure_latency(rows: list[dict[str, Any]], args: argparse.Namespace) -> dic
     """One interleaved profile session over every runnable artifact; speedups from its p50s."""
     from edgedistill.profile.api import profile
 
-    runnable = {r["label"]: r["dir"] for r in rows if r.get("profiled") and r.get("dir")}
+    runnable = {r["label"]: str(ROOT / r["dir"]) for r in rows if r.get("profiled") and r.get("dir")}
     if not runnable:
         return {"error": "no artifact to profile"}
     print(f"profiling {len(runnable)} artifacts interleaved ({args.min_time} s each)", flush=True)
@@ -332,9 +340,7 @@ def main() -> None:
     report = {
         "what": "export matrix: every CPU-runnable target x precision of one distilled photo-restore student",
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-        "student": str(student.resolve().relative_to(ROOT))
-        if student.resolve().is_relative_to(ROOT)
-        else str(student),
+        "student": repo_relative(student),
         "student_info": (
             f"{metrics.get('steps', '?')} steps, {metrics.get('macs_ratio', '?')}x fewer MACs, "
             f"PSNR vs teacher {metrics.get('psnr_vs_teacher', '?')} dB"
