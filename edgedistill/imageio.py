@@ -9,12 +9,12 @@ import torch
 from PIL import Image
 
 from edgedistill.atomic import write_atomic
+from edgedistill.ship.images import to_uint8 as pixels_to_uint8
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
     """(C, H, W) in [0, 1] -> HxWxC (or HxW) uint8."""
-    arr = (img.detach().float().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
-    return arr[..., 0] if arr.shape[2] == 1 else arr
+    return pixels_to_uint8(img.detach().float().cpu().numpy())
 
 
 def save_grid(rows: list[torch.Tensor], path: str | Path, pad: int = 2) -> Path:

@@ -7,7 +7,6 @@ lazily), so `edgedistill profile` runs on a device that has no torch.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from edgedistill.errors import EdgeDistillError
+from edgedistill.jsonfile import read_json
 
 if TYPE_CHECKING:
     from edgedistill.export.calibset import CalibrationSet
@@ -65,6 +65,10 @@ class Backend(Protocol):
     # True when compile() works without the runtime installed here (TensorRT: it writes the ONNX
     # for the device and the engine is built there); such a CompileResult sets portable_onnx.
     compiles_offline: bool
+    # True when compile() takes `ranges=` (export.qdq.TensorRanges, ONNX Runtime's calibration): the
+    # quality gate's repeated int8 compiles then calibrate once. OpenVINO calibrates inside NNCF.
+    takes_ranges: bool
+    symmetric_int8: bool  # int8 activations with zero point 0 (TensorRT): the gate ranks layers alike
 
     def available(self) -> str | None:
         """None when usable here, else one line saying what is missing and how to get it."""
@@ -119,14 +123,8 @@ class Artifact:
 
 def read_manifest(directory: Path) -> dict[str, Any]:
     path = directory / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise EdgeDistillError(
-            f"{directory} has no {MANIFEST}: give an artifact directory from `edgedistill export`"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise EdgeDistillError(f"{path} is not valid JSON ({exc}): re-run `edgedistill export`") from None
+    missing = f"{directory} has no {MANIFEST}: give an artifact directory from `edgedistill export`"
+    manifest = read_json(path, missing=missing, fix="re-run `edgedistill export`")
     for key in ("backend", "files"):
         if key not in manifest:
             raise EdgeDistillError(f"{path} lacks '{key}': re-run `edgedistill export`")

@@ -41,6 +41,8 @@ _NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(do
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
+    takes_ranges = True
+    symmetric_int8 = False
     compiles_offline = False
 
     def available(self) -> str | None:

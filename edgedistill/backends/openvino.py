@@ -53,6 +53,8 @@ def check_device(core: Any, device: str) -> str:
 
 class OpenVinoBackend:
     name = "openvino"
+    takes_ranges = False  # NNCF calibrates on the calibration set itself
+    symmetric_int8 = False
     compiles_offline = False
 
     def available(self) -> str | None:
@@ -176,7 +178,7 @@ class OpenVinoRunner:
                     "feed that shape, or re-export for this size"
                 )
             feed[name] = arr
-        self.request.infer(feed)
+        self.request.infer(feed, share_inputs=True)  # synchronous: no copy of the inputs needed
         out = {n: self.request.get_output_tensor(i).data.copy() for i, n in enumerate(self.output_names)}
         if self._profile:
             self._collect()

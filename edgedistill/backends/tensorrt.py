@@ -83,6 +83,7 @@ def cuda_unavailable() -> str | None:
 class TensorRtBackend:
     name = "tensorrt"
     compiles_offline = True  # the ONNX for the device is written anywhere; the engine is built there
+    takes_ranges = True
     symmetric_int8 = True  # explicit quantization wants int8 Q/DQ with zero point 0 (the gate ranks alike)
 
     def available(self) -> str | None:

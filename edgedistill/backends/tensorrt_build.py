@@ -19,6 +19,7 @@ from typing import Any
 
 from edgedistill.atomic import write_atomic, write_text_atomic
 from edgedistill.errors import EdgeDistillError
+from edgedistill.jsonfile import read_json
 
 BUILD_FILE = "build.json"
 ENGINE_FILE = "model.engine"
@@ -52,15 +53,8 @@ def trtexec_command(plan: dict[str, Any]) -> list[str]:
 
 
 def read_plan(artifact_dir: Path) -> dict[str, Any]:
-    path = artifact_dir / BUILD_FILE
-    try:
-        plan = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise EdgeDistillError(
-            f"{artifact_dir} has no {BUILD_FILE}: give an artifact directory exported for a TensorRT target"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise EdgeDistillError(f"{path} is not valid JSON ({exc}): re-run `edgedistill export`") from None
+    missing = f"{artifact_dir} has no {BUILD_FILE}: give an artifact directory exported for a TensorRT target"
+    plan = read_json(artifact_dir / BUILD_FILE, missing=missing, fix="re-run `edgedistill export`")
     if not (artifact_dir / plan.get("onnx", "")).is_file():
         raise EdgeDistillError(f"{artifact_dir}: {plan.get('onnx')} named in {BUILD_FILE} is missing")
     return plan

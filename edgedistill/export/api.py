@@ -8,7 +8,6 @@ Intermediate files live in a scratch directory; the artifact directory appears w
 
 from __future__ import annotations
 
-import inspect
 import shutil
 import tempfile
 import warnings
@@ -71,7 +70,7 @@ def export(
     tgt = get_target(target, precision)
     backend = get_backend(tgt.backend)
     why = backend.available()
-    if why is not None and not getattr(backend, "compiles_offline", False):
+    if why is not None and not backend.compiles_offline:
         raise EdgeDistillError(f"target {tgt.name} needs {tgt.backend}, which cannot run here: {why}")
     out_dir = Path(out) if out else Path("exports") / f"{tgt.name}-{tgt.precision}"
     with tempfile.TemporaryDirectory(prefix="edgedistill-export-") as scratch_str:
@@ -216,7 +215,6 @@ def _compile_and_gate(
     )
     reference = reference_outputs(reference_runner, held)
     shared: dict[str, Any] = {}
-    accepts_ranges = "ranges" in inspect.signature(backend.compile).parameters
 
     def ranges() -> Any:
         if "ranges" not in shared:
@@ -234,7 +232,7 @@ def _compile_and_gate(
     def compile_into(keep: Sequence[str], tag: str) -> tuple[CompileResult, Path]:
         out = scratch / f"attempt-{tag}"
         out.mkdir()
-        extra = {"ranges": ranges()} if accepts_ranges and tgt.precision == "int8" else {}
+        extra = {"ranges": ranges()} if backend.takes_ranges and tgt.precision == "int8" else {}
         keep = [*base, *(k for k in keep if k not in base)]
         return backend.compile(src.onnx, tgt, calib, out, keep_higher=keep, **extra), out
 
@@ -256,10 +254,9 @@ def _compile_and_gate(
         from edgedistill.export.sensitivity import rank_layers
 
         log("below the gate: ranking layers by measured sensitivity (one layer quantized at a time)")
-        symmetric = getattr(backend, "symmetric_int8", False)
         ranked = rank_layers(
             src.onnx, ranges(), held, threads=threads or 1, output_range=tuple(src.spec.output_range),
-            symmetric_activations=symmetric,
+            symmetric_activations=backend.symmetric_int8,
         )  # fmt: skip
         return [vars(r) for r in ranked if r.name not in base]
 

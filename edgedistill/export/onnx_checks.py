@@ -75,17 +75,9 @@ def check_external_data(model: onnx.ModelProto, path: Path) -> None:
 def load_onnx_checked(path: str | Path, *, check: bool = True) -> onnx.ModelProto:
     """The model at `path`, with its (checked) external data, or one EdgeDistillError line."""
     import onnx
-    from google.protobuf.message import DecodeError
 
     path = Path(path)
-    if not path.is_file():
-        raise EdgeDistillError(f"ONNX model not found: {path}")
-    try:
-        model = onnx.load_model(str(path), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
-        raise EdgeDistillError(
-            f"{path} is not a readable ONNX model ({_first_line(exc)}): re-export it"
-        ) from None
+    model = _read_proto(path)
     if model.ir_version == 0 or not model.graph.node:
         raise EdgeDistillError(f"{path} is not an ONNX model (empty or not a ModelProto): re-export it")
     check_external_data(model, path)
@@ -116,17 +108,22 @@ def node_for_op(model: onnx.ModelProto | str | Path, op_type: str) -> list[str]:
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     """metadata_props of an ONNX file as a dict (weights are not read)."""
+    return {p.key: p.value for p in _read_proto(Path(path)).metadata_props}
+
+
+def _read_proto(path: Path) -> onnx.ModelProto:
+    """The graph and metadata of `path` without its external data, or one EdgeDistillError line."""
     import onnx
     from google.protobuf.message import DecodeError
 
-    path = Path(path)
     if not path.is_file():
         raise EdgeDistillError(f"ONNX model not found: {path}")
     try:
-        model = onnx.load_model(str(path), load_external_data=False)
+        return onnx.load_model(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
-        raise EdgeDistillError(f"{path} is not a readable ONNX model ({_first_line(exc)})") from None
-    return {p.key: p.value for p in model.metadata_props}
+        raise EdgeDistillError(
+            f"{path} is not a readable ONNX model ({_first_line(exc)}): re-export it"
+        ) from None
 
 
 def read_spec_dict(path: str | Path) -> dict[str, Any] | None:

@@ -13,7 +13,6 @@ names the ranges refer to. No torch here.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -28,6 +27,8 @@ from edgedistill.atomic import write_atomic, write_text_atomic
 from edgedistill.errors import EdgeDistillError
 from edgedistill.export.calibset import CalibrationSet
 from edgedistill.export.onnx_checks import copy_metadata, load_onnx_checked
+from edgedistill.hashing import file_sha256
+from edgedistill.jsonfile import read_json
 
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Entropy with ORT's defaults (128 bins into 128 quantized bins) has a single candidate threshold,
@@ -72,21 +73,8 @@ class TensorRanges:
 
     @classmethod
     def load(cls, path: str | Path) -> TensorRanges:
-        path = Path(path)
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except FileNotFoundError:
-            raise EdgeDistillError(f"calibration range cache not found: {path}") from None
-        except json.JSONDecodeError as exc:
-            raise EdgeDistillError(f"{path} is not JSON ({exc}): delete it to recalibrate") from None
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        missing = f"calibration range cache not found: {path}"
+        return cls.from_dict(read_json(path, missing=missing, fix="delete it to recalibrate"))
 
 
 def quantizable_nodes(onnx_path: str | Path) -> list[str]:

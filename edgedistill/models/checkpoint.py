@@ -7,7 +7,6 @@ function such as os.system) is refused and named. Wrapped checkpoints ({"state_d
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import pickletools
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 from edgedistill.errors import EdgeDistillError
+from edgedistill.hashing import file_sha256  # noqa: F401  (loading imports it from here)
 
 STATE_DICT_KEYS = (
     "state_dict",
@@ -29,14 +29,6 @@ STATE_DICT_KEYS = (
     "params",
     "model_state",
 )
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def require_file(path: Path, what: str = "checkpoint") -> Path:

@@ -15,6 +15,7 @@ import numpy as np
 
 from edgedistill.atomic import write_text_atomic
 from edgedistill.errors import EdgeDistillError
+from edgedistill.jsonfile import read_json
 
 if TYPE_CHECKING:  # torch is imported lazily: the runtime part (profile on a device) has no torch
     import torch
@@ -108,13 +109,7 @@ class GeneratorSpec:
 
     @classmethod
     def load(cls, path: str | Path) -> GeneratorSpec:
-        path = Path(path)
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except FileNotFoundError:
-            raise EdgeDistillError(f"spec not found: {path}") from None
-        except json.JSONDecodeError as exc:
-            raise EdgeDistillError(f"{path} is not valid JSON ({exc}): regenerate it") from None
+        return cls.from_dict(read_json(path, missing=f"spec not found: {path}", fix="regenerate it"))
 
 
 def spec_for_family(family: str, kwargs: dict[str, Any], **extra: Any) -> GeneratorSpec:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedistill.atomic import write_text_atomic
+from edgedistill.hashing import file_sha256
 
 STAGES_FILE = "stages.json"
 
@@ -20,10 +21,7 @@ def fingerprint(options: dict[str, Any], files: list[Path] = ()) -> str:  # type
     """Hash of the options (JSON) and of the input files' bytes."""
     h = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode())
     for path in files:
-        h.update(str(path.name).encode())
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        h.update(f"{path.name}:{file_sha256(path)}".encode())
     return h.hexdigest()[:16]
 
 

@@ -45,6 +45,7 @@ RUNTIME_FILES = (
     "resources.py",
     "targets.py",
     "versions.py",
+    "jsonfile.py",
 )
 RUNTIME_PACKAGES = ("backends", "profile")
 # ONNX Runtime's load checks the .onnx (corrupt files, external data) with export/onnx_checks (needs `onnx`).
