@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from edgedistill.atomic import write_text_atomic
-from edgedistill.distill.api import distill
-from edgedistill.distill.config import DEFAULT_WEIGHTS, DistillConfig
+from edgedistill.core.atomic import write_text_atomic
+from edgedistill.distiller.api import distill
+from edgedistill.distiller.config import DEFAULT_WEIGHTS, DistillConfig
 from edgedistill.models.loading import load_generator
 
 RESULTS = Path(__file__).parent / "results"

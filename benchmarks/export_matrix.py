@@ -29,8 +29,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from edgedistill.atomic import write_text_atomic
-from edgedistill.errors import EdgeDistillError
+from edgedistill.core.atomic import write_text_atomic
+from edgedistill.core.errors import EdgeDistillError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,8 +72,8 @@ def ensure_student(args: argparse.Namespace) -> Path:
     if (out / "model.json").is_file():
         print(f"reusing the student in {out}", flush=True)
         return out
-    from edgedistill.distill.api import distill
-    from edgedistill.distill.config import DistillConfig
+    from edgedistill.distiller.api import distill
+    from edgedistill.distiller.config import DistillConfig
 
     print(f"distilling a {TEACHER} student into {out} ({args.steps} steps, width {args.width})", flush=True)
     cfg = DistillConfig(
@@ -92,7 +92,7 @@ def main_file_bytes(art_dir: Path, files: list[str]) -> int:
 
 def export_row(student: Path, target: str, precision: str, args: argparse.Namespace) -> dict[str, Any]:
     """Export one row with the gate; below the gate, record why and export again with force=True."""
-    from edgedistill.export.api import export
+    from edgedistill.exporter.api import export
 
     label = f"{target}-{precision}"
     out = args.artifacts / label
@@ -172,7 +172,7 @@ def export_row(student: Path, target: str, precision: str, args: argparse.Namesp
 # ------------------------------------------------------------------------------------- latency
 def measure_latency(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     """One interleaved profile session over every runnable artifact; speedups from its p50s."""
-    from edgedistill.profile.api import profile
+    from edgedistill.profiler.api import profile
 
     runnable = {r["label"]: str(ROOT / r["dir"]) for r in rows if r.get("profiled") and r.get("dir")}
     if not runnable:
@@ -326,8 +326,8 @@ def main() -> None:
         rows.append(row)
     prof = measure_latency(rows, args)
 
-    from edgedistill.profile.hostinfo import host_info
-    from edgedistill.versions import installed_versions
+    from edgedistill.core.versions import installed_versions
+    from edgedistill.runtime.hostinfo import host_info
 
     metrics = (
         json.loads((student / "metrics.json").read_text()) if (student / "metrics.json").is_file() else {}

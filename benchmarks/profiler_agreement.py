@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgedistill.atomic import write_text_atomic
+from edgedistill.core.atomic import write_text_atomic
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = {
@@ -48,12 +48,12 @@ def make_artifacts(name: str, size: int, root: Path) -> dict[str, Path]:
     import torch
 
     from edgedistill.backends.openvino import OpenVinoBackend
-    from edgedistill.export.manifest import target_dict
+    from edgedistill.core.spec import spec_for_family
+    from edgedistill.core.targets import get_target
+    from edgedistill.exporter.manifest import target_dict
     from edgedistill.metrics.complexity import measure_complexity
     from edgedistill.models import create
     from edgedistill.models.loading import load_generator
-    from edgedistill.models.spec import spec_for_family
-    from edgedistill.targets import get_target
 
     source, kwargs = MODELS[name]
     if kwargs is None:
@@ -89,7 +89,7 @@ def make_artifacts(name: str, size: int, root: Path) -> dict[str, Path]:
 
 # ------------------------------------------------------------------------------------- measures
 def ours(artifact: Path, threads: int, niter: int) -> tuple[float, float]:
-    from edgedistill.profile.api import profile
+    from edgedistill.profiler.api import profile
 
     report = profile(
         artifact, threads=threads, warmup=10, iterations=niter, min_time=0.0, layers=0, roofline=False,
@@ -207,7 +207,7 @@ def main() -> None:
                 ref = "plain InferenceSession loop"
                 rows.append({"model": name, "backend": "onnxruntime", "reference": ref, **ort_row})
 
-    from edgedistill.profile.hostinfo import host_info
+    from edgedistill.runtime.hostinfo import host_info
 
     result = {
         "what": "edgedistill profile p50 vs the reference tool's median, same artifact and threads",

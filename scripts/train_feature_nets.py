@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgedistill.atomic import write_text_atomic
-from edgedistill.distill.bundled import TRAIN_PHOTOS, bundled_photos
+from edgedistill.core.atomic import write_text_atomic
+from edgedistill.data.bundled import TRAIN_PHOTOS, bundled_photos
 from edgedistill.models import create
 from edgedistill.models import feature_nets as _feature_nets  # noqa: F401  (registers photo_features)
 from edgedistill.models.weights import save_weights

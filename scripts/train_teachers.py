@@ -22,15 +22,15 @@ import torch.nn.functional as F
 from scipy import linalg
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from edgedistill.atomic import write_atomic, write_text_atomic
-from edgedistill.distill.bundled import (
+from edgedistill.core.atomic import write_atomic, write_text_atomic
+from edgedistill.data.bundled import (
     bundled_photos,
     center_crop,
     degrade,
     digits_images,
     random_crops,
 )
-from edgedistill.imageio import save_grid
+from edgedistill.data.imageio import save_grid
 from edgedistill.models import create, spec_for_family
 from edgedistill.models.weights import save_weights
 
@@ -298,7 +298,7 @@ def train_photo(steps: int, batch: int, patch: int, ngf: int, n_blocks: int, war
     spec.provenance = {
         "trained_by": f"scripts/train_teachers.py photo --steps {steps}",
         "task": "blind photo restoration: Gaussian blur (sigma 0.5-1.6) + Gaussian noise (std 0.02-0.10) -> clean",
-        "data": "scikit-image + scikit-learn bundled photos (edgedistill.distill.bundled.TRAIN_PHOTOS), "
+        "data": "scikit-image + scikit-learn bundled photos (edgedistill.data.bundled.TRAIN_PHOTOS), "
         f"random {patch}x{patch} crops",
         "steps": steps,
         "batch": batch,

@@ -12,16 +12,16 @@ import torch
 from onnx import TensorProto, helper
 
 from edgedistill.backends import get_backend, load_runner
-from edgedistill.backends.base import Artifact
 from edgedistill.backends.onnxruntime import OnnxRuntimeBackend, parse_profile
-from edgedistill.errors import EdgeDistillError
-from edgedistill.export.calibset import CalibrationSet
-from edgedistill.export.image_metrics import psnr_np
-from edgedistill.export.onnx_export import export_onnx, spec_from_onnx
-from edgedistill.export.qdq import TensorRanges, compute_ranges, quantizable_nodes
+from edgedistill.core.artifact import Artifact
+from edgedistill.core.calibset import CalibrationSet
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.core.quality import psnr
+from edgedistill.core.spec import spec_for_family
+from edgedistill.core.targets import get_target
+from edgedistill.exporter.onnx_export import export_onnx, spec_from_onnx
 from edgedistill.models.registry import create
-from edgedistill.models.spec import spec_for_family
-from edgedistill.targets import get_target
+from edgedistill.onnxtools.qdq import TensorRanges, compute_ranges, quantizable_nodes
 
 KWARGS = {"ngf": 8, "n_blocks": 2, "norm": "batch"}
 
@@ -87,7 +87,7 @@ def test_compile_load_run_profile(tmp_path, fp32, calib, sample, precision):
     bound = {"fp32": 1e-4, "fp16": 5e-3, "int8": 0.1}[precision]
     assert np.abs(out - ref).max() < bound
     if precision == "int8":
-        assert psnr_np((out + 1) / 2, (ref + 1) / 2) > 30
+        assert psnr((out + 1) / 2, (ref + 1) / 2) > 30
         assert (tmp_path / "calibration.json").is_file()
     layers = runner.layer_times()
     assert layers and all(t.ms >= 0 for t in layers) and sum(t.ms for t in layers) > 0

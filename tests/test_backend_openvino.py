@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from edgedistill.backends import get_backend, load_runner
-from edgedistill.backends.base import Artifact, CompileResult, load_artifact
-from edgedistill.errors import EdgeDistillError
-from edgedistill.export.calibset import CalibrationSet
-from edgedistill.export.manifest import target_dict
+from edgedistill.backends.base import CompileResult
+from edgedistill.core.artifact import Artifact, load_artifact
+from edgedistill.core.calibset import CalibrationSet
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.core.targets import Target, get_target
+from edgedistill.exporter.manifest import target_dict
 from edgedistill.models import create
-from edgedistill.targets import Target, get_target
 
 ov = pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -258,3 +259,12 @@ def test_int8_without_calibration_is_refused(tiny, tmp_path):
 def test_threads_default_to_the_target_profile(tiny, tmp_path):
     _, art = _compile(tiny, tmp_path, "fp32", threads=1)
     assert get_backend("openvino").load(art).compiled.get_property("INFERENCE_NUM_THREADS") == 1
+
+
+def test_precisions_here_follow_this_cpu():
+    """`edgedistill targets` and the tests pick precisions from this: bf16 only where the CPU has it."""
+    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    here = get_backend("openvino").precisions_here("CPU")
+    assert {"fp32", "fp16", "int8"} <= set(here)
+    assert ("bf16" in here) == ("BF16" in caps)
+    assert get_backend("openvino").precisions_here("NPU") == ()  # no NPU on this host

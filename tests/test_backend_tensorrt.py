@@ -15,14 +15,14 @@ import pytest
 import torch
 
 from edgedistill.backends import get_backend, load_runner
-from edgedistill.backends.base import Artifact, load_artifact
 from edgedistill.backends.tensorrt import check_symmetric_qdq, engine_path
 from edgedistill.backends.tensorrt_build import build_engine, read_plan, trtexec_command
-from edgedistill.errors import EdgeDistillError
-from edgedistill.export.calibset import CalibrationSet
-from edgedistill.export.manifest import target_dict
+from edgedistill.core.artifact import Artifact, load_artifact
+from edgedistill.core.calibset import CalibrationSet
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.core.targets import Target, get_target
+from edgedistill.exporter.manifest import target_dict
 from edgedistill.models import create
-from edgedistill.targets import Target, get_target
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -114,8 +114,8 @@ def test_int8_writes_symmetric_qdq_onnx_that_holds_quality(tiny, tmp_path):
 
 
 def test_tensorrt_form_of_the_qdq_model_computes_the_same(tiny, tmp_path):
-    from edgedistill.backends.tensorrt_qdq import prepare_for_tensorrt
-    from edgedistill.export.qdq import compute_ranges, quantize_qdq
+    from edgedistill.onnxtools.qdq import compute_ranges, quantize_qdq
+    from edgedistill.onnxtools.tensorrt_qdq import prepare_for_tensorrt
 
     ranges = compute_ranges(tiny["onnx"], tiny["calib"], tmp_path / "work")
     ort_form = quantize_qdq(tiny["onnx"], tmp_path / "ort.onnx", ranges, symmetric_activations=True)
@@ -146,7 +146,7 @@ def test_keep_higher_nodes_get_no_qdq(tiny, tmp_path):
 
 
 def test_ranges_passed_in_are_used_without_recalibrating(tiny, tmp_path):
-    from edgedistill.export.qdq import compute_ranges
+    from edgedistill.onnxtools.qdq import compute_ranges
 
     ranges = compute_ranges(tiny["onnx"], tiny["calib"], tmp_path / "work")
     result = BACKEND.compile(tiny["onnx"], _target(), None, tmp_path / "out", ranges=ranges)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgedistill.errors import EdgeDistillError
-from edgedistill.export.calibration import build_calibration, load_recipe
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.core.spec import spec_for_family
+from edgedistill.data.calibration import build_calibration, load_recipe
 from edgedistill.models.embedded import embedded_teachers
-from edgedistill.models.spec import spec_for_family
 
 pytestmark = pytest.mark.filterwarnings("ignore:only .* calibration samples")
 

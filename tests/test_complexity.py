@@ -3,8 +3,8 @@
 import torch
 from torch import nn
 
-from edgedistill.inspection import inspect_model
 from edgedistill.metrics.complexity import measure_complexity
+from edgedistill.metrics.inspection import inspect_model
 from edgedistill.models import create
 
 

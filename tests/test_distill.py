@@ -8,10 +8,10 @@ import sys
 import pytest
 import torch
 
-from edgedistill.distill.api import distill
-from edgedistill.distill.config import DistillConfig
-from edgedistill.distill.data import NoiseSource
-from edgedistill.errors import EdgeDistillError
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.data.sources import NoiseSource
+from edgedistill.distiller.api import distill
+from edgedistill.distiller.config import DistillConfig
 from edgedistill.models.loading import load_generator
 
 TINY = {"teacher": "digits-dcgan", "width": 0.25, "batch": 4, "checkpoint_every": 3, "log_every": 1,
@@ -22,7 +22,7 @@ class ScriptedSource(NoiseSource):
     """The digits' real noise source, with one fault injected the first time a step is drawn."""
 
     def __init__(self, spec, fault_step, fault):
-        from edgedistill.distill.bundled import digits_images
+        from edgedistill.data.bundled import digits_images
 
         super().__init__(spec, seed=0, real=digits_images("train")[0])
         self.fault_step, self.fault, self.fired = fault_step, fault, False

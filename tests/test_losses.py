@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from edgedistill.distill.features import FeatureTap, feature_channels, kd_layer_names
-from edgedistill.distill.losses import LOSS_KINDS, FeatureKD, d_loss, g_loss, kernel_alignment, pixel_kd
-from edgedistill.errors import EdgeDistillError
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.distiller.features import FeatureTap, feature_channels, kd_layer_names
+from edgedistill.distiller.losses import LOSS_KINDS, FeatureKD, d_loss, g_loss, kernel_alignment, pixel_kd
 from edgedistill.models import create
 
 

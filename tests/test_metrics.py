@@ -2,14 +2,16 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from edgedistill.errors import EdgeDistillError
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.core.quality import MAX_PSNR, max_abs_err, psnr, ssim
 from edgedistill.metrics.feature_distance import feature_distance, load_feature_net
-from edgedistill.metrics.quality import MAX_PSNR, psnr, ssim
 from edgedistill.models import create
 from edgedistill.models.embedded import EMBEDDED_DIR
 
@@ -52,8 +54,27 @@ def test_ssim_known_values():
     assert 0.5 < ssim(x, (x + 0.05 * torch.randn_like(x)).clamp(0, 1)) < 1.0
 
 
+def test_the_one_definition_agrees_with_torchmetrics():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(3, 3, 40, 52, generator=gen)
+    b = (a + 0.08 * torch.randn(a.shape, generator=gen)).clamp(0, 1)
+    tm_ssim = float(structural_similarity_index_measure(a, b, data_range=1.0, reduction="none").mean())
+    tm_psnr = float(peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=(1, 2, 3)).mean())
+    assert ssim(a.numpy(), b.numpy()) == pytest.approx(tm_ssim, abs=1e-3)
+    assert psnr(a.numpy(), b.numpy()) == pytest.approx(tm_psnr, abs=1e-3)
+    assert psnr(a, b) == psnr(a.numpy(), b.numpy())  # tensors are taken as they are
+    gray = a[:, :1]
+    assert ssim(gray.numpy(), gray.numpy()) == pytest.approx(1.0, abs=1e-9)
+    assert psnr(gray.numpy(), gray.numpy()) == MAX_PSNR
+    assert max_abs_err(a.numpy(), b.numpy()) == pytest.approx(float((a - b).abs().max()))
+    with pytest.raises(EdgeDistillError, match="smaller than"):
+        ssim(np.zeros((1, 1, 8, 8)), np.zeros((1, 1, 8, 8)))
+    with pytest.raises(EdgeDistillError, match="shape"):
+        psnr(np.zeros((1, 1, 8, 8)), np.zeros((1, 1, 8, 9)))
+
+
 def test_quality_bad_inputs_are_one_liners():
-    with pytest.raises(EdgeDistillError, match="same shape"):
+    with pytest.raises(EdgeDistillError, match="shape"):
         psnr(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 8, 8))
     with pytest.raises(EdgeDistillError, match="window"):
         ssim(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
@@ -145,7 +166,7 @@ def _shipped(teacher: str, meta: str) -> None:
 
 def test_photo_restore_feature_net():
     _shipped("photo-restore", "features.json")
-    from edgedistill.distill.bundled import bundled_photos, center_crop
+    from edgedistill.data.bundled import bundled_photos, center_crop
 
     meta = json.loads((EMBEDDED_DIR / "photo-restore" / "features.json").read_text())
     assert meta["accuracy"] > 0.5  # held-out crops, 18 photos: chance is 0.056

@@ -10,11 +10,11 @@ import torch
 from onnx import TensorProto, helper
 from torch import nn
 
-from edgedistill.errors import EdgeDistillError
-from edgedistill.export.onnx_checks import load_onnx_checked, node_for_op
-from edgedistill.export.onnx_export import export_onnx, spec_from_onnx
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.core.spec import GeneratorSpec, TensorSpec, spec_for_family
+from edgedistill.exporter.onnx_export import export_onnx, spec_from_onnx
 from edgedistill.models.registry import create
-from edgedistill.models.spec import GeneratorSpec, TensorSpec, spec_for_family
+from edgedistill.onnxtools.checks import load_onnx_checked, node_for_op
 
 TINY = {
     "resnet-batch": ("resnet", {"ngf": 8, "n_blocks": 2, "norm": "batch"}, (32, 32)),

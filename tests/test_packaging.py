@@ -7,8 +7,8 @@ import zipfile
 
 import pytest
 
-from edgedistill.atomic import atomic_dir, write_text_atomic
-from edgedistill.resources import data_files
+from edgedistill.core.atomic import atomic_dir, write_text_atomic
+from edgedistill.core.resources import data_files
 
 
 def test_targets_and_calibration_are_found():
@@ -55,7 +55,7 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     def explode(_p):
         raise RuntimeError("boom")
 
-    from edgedistill.atomic import write_atomic
+    from edgedistill.core.atomic import write_atomic
 
     with pytest.raises(RuntimeError):
         write_atomic(target, explode)

@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgedistill.errors import EdgeDistillError
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.core.spec import spec_for_family
 from edgedistill.models import create
-from edgedistill.models.spec import spec_for_family
-from edgedistill.profile.api import profile
-from edgedistill.profile.remote import RESULT_MARK, RUNTIME_ZIP, stage_request
-from edgedistill.profile.session import ProfileOptions
-from edgedistill.profile.sources import resolve
+from edgedistill.profiler.api import profile
+from edgedistill.profiler.remote import RESULT_MARK, RUNTIME_ZIP, stage_request
+from edgedistill.runtime.session import ProfileOptions
+from edgedistill.runtime.sources import resolve
 
 SIZE = 32
 SSHD = "/usr/sbin/sshd"
@@ -46,8 +46,8 @@ FAST = {
 def artifacts(tmp_path_factory) -> dict[str, Path]:
     """fp32 ONNX Runtime and OpenVINO artifacts of a tiny generator."""
     from edgedistill.backends.openvino import OpenVinoBackend
-    from edgedistill.export.manifest import target_dict
-    from edgedistill.targets import get_target
+    from edgedistill.core.targets import get_target
+    from edgedistill.exporter.manifest import target_dict
 
     root = tmp_path_factory.mktemp("remote-artifacts")
     kwargs = {"ngf": 8, "n_blocks": 2}
@@ -106,7 +106,7 @@ def test_runtime_bundle_runs_without_torch(artifacts, tmp_path):
         "import edgedistill\n"
         f"assert {RUNTIME_ZIP!r} in edgedistill.__file__, edgedistill.__file__\n"
         "sys.argv = ['remote_main', 'request.json']\n"
-        "runpy.run_module('edgedistill.profile.remote_main', run_name='__main__')\n"
+        "runpy.run_module('edgedistill.runtime.remote_main', run_name='__main__')\n"
     )
     r = subprocess.run(
         [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from edgedistill.errors import EdgeDistillError
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.core.spec import spec_for_family
 from edgedistill.models import create
-from edgedistill.models.spec import spec_for_family
-from edgedistill.profile.api import profile
-from edgedistill.profile.report import ProfileReport
+from edgedistill.profiler.api import profile
+from edgedistill.runtime.report import ProfileReport
 
 SIZE = 32
 FAST = {
@@ -54,9 +54,9 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
     from edgedistill.backends.openvino import OpenVinoBackend
     from edgedistill.backends.tensorrt import TensorRtBackend
-    from edgedistill.export.manifest import target_dict
+    from edgedistill.core.targets import get_target
+    from edgedistill.exporter.manifest import target_dict
     from edgedistill.metrics.complexity import measure_complexity
-    from edgedistill.targets import get_target
 
     root = tmp_path_factory.mktemp("profile-models")
     kwargs = {"ngf": 8, "n_blocks": 2}
@@ -211,7 +211,7 @@ def test_cli_bad_input_one_line_exit_2(models, args, message):
 
 
 def test_bare_onnx_file_reads_the_spec_from_its_metadata(models, tmp_path):
-    from edgedistill.export.onnx_export import export_onnx
+    from edgedistill.exporter.onnx_export import export_onnx
     from edgedistill.models.loading import load_generator
 
     loaded = load_generator(str(models["student"]))

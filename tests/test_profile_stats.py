@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from edgedistill.backends.base import LayerTime
-from edgedistill.errors import EdgeDistillError
-from edgedistill.profile.layers import precision_mix, top_layers
-from edgedistill.profile.remote import SshHost, parse_host, parse_result, ssh_error
-from edgedistill.profile.roofline import achieved_gops, peak_for, percent, theoretical_peaks
-from edgedistill.profile.session import psnr01
-from edgedistill.profile.stats import noisy, summarize
-from edgedistill.profile.timing import measure_rounds, thread_limit, warm_up
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.profiler.remote import SshHost, parse_host, parse_result, ssh_error
+from edgedistill.runtime.layers import precision_mix, top_layers
+from edgedistill.runtime.roofline import achieved_gops, peak_for, percent, theoretical_peaks
+from edgedistill.runtime.session import output_psnr
+from edgedistill.runtime.stats import noisy, summarize
+from edgedistill.runtime.timing import measure_rounds, thread_limit, warm_up
 
 
 def test_stats_known_percentiles():
@@ -127,10 +127,21 @@ def test_layers_top_n_and_mix():
     assert precision_mix(layers) == {"jit_avx512_I8": 50.0, "jit_avx512_FP32": 50.0}
 
 
-def test_psnr01():
-    a = np.zeros((1, 3, 4, 4), np.float32)
-    assert psnr01(a, a) == 100.0
-    assert psnr01(a, a + 0.1) == pytest.approx(20.0, abs=1e-3)
+def test_profile_compares_outputs_with_the_one_psnr():
+    """Outputs in the spec's range [-1, 1] are mapped to [0, 1]; identical ones hit the shared cap."""
+    from types import SimpleNamespace
+
+    from edgedistill.core.quality import MAX_PSNR
+
+    def live(y):
+        return SimpleNamespace(
+            output=y, source=SimpleNamespace(spec=SimpleNamespace(output_range=(-1.0, 1.0)))
+        )
+
+    a = np.zeros((1, 3, 16, 16), np.float32)
+    assert output_psnr(live(a), live(a)) == MAX_PSNR
+    assert output_psnr(live(a), live(a + 0.2)) == pytest.approx(20.0, abs=1e-3)  # 0.1 in [0, 1]
+    assert output_psnr(live(a), live(np.zeros((1, 3, 8, 8), np.float32))) is None
 
 
 def test_roofline_arithmetic():

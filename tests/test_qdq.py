@@ -11,15 +11,14 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from edgedistill.errors import EdgeDistillError
-from edgedistill.export.calibset import CalibrationSet
-from edgedistill.export.image_metrics import max_abs_err, psnr_np, ssim_np
-from edgedistill.export.onnx_export import export_onnx
-from edgedistill.export.qdq import TensorRanges, compute_ranges, quantizable_nodes, quantize_qdq
-from edgedistill.export.sensitivity import rank_layers
-from edgedistill.metrics.quality import psnr, ssim
+from edgedistill.core.calibset import CalibrationSet
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.core.quality import psnr
+from edgedistill.core.spec import spec_for_family
+from edgedistill.exporter.onnx_export import export_onnx
+from edgedistill.exporter.sensitivity import rank_layers
 from edgedistill.models.registry import create
-from edgedistill.models.spec import spec_for_family
+from edgedistill.onnxtools.qdq import TensorRanges, compute_ranges, quantizable_nodes, quantize_qdq
 
 pytestmark = pytest.mark.filterwarnings("ignore:only .* calibration samples")
 
@@ -153,7 +152,7 @@ def test_int8_close_to_fp32(model, ranges, calib, tmp_path):
     x = next(calib.samples(1))
     ref = ort.InferenceSession(str(model)).run(None, x)[0]
     out = ort.InferenceSession(str(q)).run(None, x)[0]
-    assert psnr_np((out + 1) / 2, (ref + 1) / 2) > 30
+    assert psnr((out + 1) / 2, (ref + 1) / 2) > 30
 
 
 def test_methods_differ(model, calib, tmp_path):
@@ -203,20 +202,3 @@ def test_sensitivity_ranks_the_harmful_layer_first(tmp_path, calib):
     assert [x.psnr_alone for x in ranked] == sorted(x.psnr_alone for x in ranked)
     only = rank_layers(path, r, held, candidates=[HARMFUL, ranked[-1].name], progress=False)
     assert [x.name for x in only] == [HARMFUL, ranked[-1].name]
-
-
-# ------------------------------------------------------------------------------------------ metrics
-def test_numpy_metrics_agree_with_torchmetrics():
-    gen = torch.Generator().manual_seed(0)
-    a = torch.rand(3, 3, 40, 52, generator=gen)
-    b = (a + 0.08 * torch.randn(a.shape, generator=gen)).clamp(0, 1)
-    assert ssim_np(a.numpy(), b.numpy()) == pytest.approx(ssim(a, b), abs=1e-3)
-    assert psnr_np(a.numpy(), b.numpy()) == pytest.approx(psnr(a, b), abs=1e-3)
-    gray = a[:, :1]
-    assert ssim_np(gray.numpy(), gray.numpy()) == pytest.approx(1.0, abs=1e-9)
-    assert psnr_np(gray.numpy(), gray.numpy()) == 120.0
-    assert max_abs_err(a.numpy(), b.numpy()) == pytest.approx(float((a - b).abs().max()))
-    with pytest.raises(EdgeDistillError, match="smaller than"):
-        ssim_np(np.zeros((1, 1, 8, 8)), np.zeros((1, 1, 8, 8)))
-    with pytest.raises(EdgeDistillError, match="shape"):
-        psnr_np(np.zeros((1, 1, 8, 8)), np.zeros((1, 1, 8, 9)))

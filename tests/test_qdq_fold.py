@@ -6,12 +6,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from edgedistill.export.calibset import CalibrationSet
-from edgedistill.export.onnx_export import export_onnx
-from edgedistill.export.qdq import compute_ranges, quantize_qdq
-from edgedistill.export.qdq_fold import fold_pads
+from edgedistill.core.calibset import CalibrationSet
+from edgedistill.core.spec import spec_for_family
+from edgedistill.exporter.onnx_export import export_onnx
 from edgedistill.models.registry import create
-from edgedistill.models.spec import spec_for_family
+from edgedistill.onnxtools.qdq import compute_ranges, quantize_qdq
+from edgedistill.onnxtools.qdq_fold import fold_pads
 
 pytestmark = pytest.mark.filterwarnings("ignore:only .* calibration samples")
 KWARGS = {"ngf": 8, "n_blocks": 2, "norm": "batch"}

@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
+from edgedistill.core.spec import spec_for_family
 from edgedistill.models import create
-from edgedistill.models.spec import spec_for_family
 
 TEMPLATE = Path(__file__).parents[1] / "edgedistill" / "ship" / "templates" / "run_model.py"
 BLOCK = "torch", "edgedistill", "PIL"  # what a bundled runner may not need
@@ -316,7 +316,7 @@ def test_bundle_is_atomic_and_reproducible(tmp_path, ort_image):
     broken.mkdir()
     manifest = json.loads((ort_image / "manifest.json").read_text())
     (broken / "manifest.json").write_text(json.dumps(manifest))  # lists model.onnx, which is absent
-    from edgedistill.errors import EdgeDistillError
+    from edgedistill.core.errors import EdgeDistillError
 
     a.path.write_bytes(b"old")
     with pytest.raises(EdgeDistillError, match=r"listed in manifest\.json but missing"):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgedistill.distill.student import make_student, save_pt2
-from edgedistill.errors import EdgeDistillError
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.distiller.student import make_student, save_pt2
 from edgedistill.models import GeneratorSpec, TensorSpec, create, spec_for_family
 from edgedistill.models.loading import load_generator
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib
 
-from edgedistill.backends.base import Artifact, Backend, CompileResult, LayerTime, Runner, load_artifact
-from edgedistill.errors import EdgeDistillError
+from edgedistill.backends.base import Backend, CompileResult, LayerTime, Runner
+from edgedistill.core.artifact import Artifact, load_artifact
+from edgedistill.core.errors import EdgeDistillError
 
 _BACKENDS = {
     "onnxruntime": "edgedistill.backends.onnxruntime:OnnxRuntimeBackend",

@@ -14,14 +14,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from edgedistill.errors import EdgeDistillError
-from edgedistill.jsonfile import read_json
-
 if TYPE_CHECKING:
-    from edgedistill.export.calibset import CalibrationSet
-    from edgedistill.targets import Target
-
-MANIFEST = "manifest.json"
+    from edgedistill.core.artifact import Artifact
+    from edgedistill.core.calibset import CalibrationSet
+    from edgedistill.core.targets import Target
 
 
 @dataclass
@@ -74,6 +70,12 @@ class Backend(Protocol):
         """None when usable here, else one line saying what is missing and how to get it."""
         ...
 
+    def precisions_here(self, device: str = "CPU") -> tuple[str, ...]:
+        """The precisions this host can run on `device` (empty when the runtime is missing): what
+        `edgedistill targets` shows as "here", and what tests pick from (CPUs differ: bf16 needs
+        AVX-512 BF16 or AMX)."""
+        ...
+
     def compile(
         self,
         onnx_path: Path,
@@ -91,70 +93,3 @@ class Backend(Protocol):
     def load(
         self, artifact: Artifact, threads: int | None = None, profile_layers: bool = False
     ) -> Runner: ...
-
-
-@dataclass
-class Artifact:
-    """An artifact directory (contract 3): compiled model files + manifest.json."""
-
-    dir: Path
-    manifest: dict[str, Any]
-
-    @property
-    def backend(self) -> str:
-        return self.manifest["backend"]
-
-    @property
-    def precision(self) -> str:
-        return self.manifest.get("precision", "fp32")
-
-    @property
-    def model_path(self) -> Path:
-        return self.dir / self.manifest["files"][0]
-
-    @property
-    def spec(self) -> dict[str, Any]:
-        return self.manifest.get("spec", {})
-
-    @property
-    def name(self) -> str:
-        return f"{self.dir.name} ({self.backend} {self.precision})"
-
-
-def read_manifest(directory: Path) -> dict[str, Any]:
-    path = directory / MANIFEST
-    missing = f"{directory} has no {MANIFEST}: give an artifact directory from `edgedistill export`"
-    manifest = read_json(path, missing=missing, fix="re-run `edgedistill export`")
-    for key in ("backend", "files"):
-        if key not in manifest:
-            raise EdgeDistillError(f"{path} lacks '{key}': re-run `edgedistill export`")
-    return manifest
-
-
-MODEL_SUFFIXES = {
-    ".onnx": "onnxruntime",
-    ".ort": "onnxruntime",
-    ".xml": "openvino",
-    ".engine": "tensorrt",
-    ".plan": "tensorrt",
-}
-
-
-def load_artifact(path: str | Path) -> Artifact:
-    """An artifact directory, or a bare model file (.onnx/.ort/.xml/.engine) with or without a manifest."""
-    path = Path(path)
-    if path.is_dir():
-        return Artifact(path, read_manifest(path))
-    if not path.exists():
-        raise EdgeDistillError(f"artifact not found: {path}")
-    backend = MODEL_SUFFIXES.get(path.suffix)
-    if backend is None:
-        raise EdgeDistillError(
-            f"{path}: not a model file edgedistill can run (use {', '.join(MODEL_SUFFIXES)} or an artifact directory)"
-        )
-    if (path.parent / MANIFEST).exists():
-        manifest = read_manifest(path.parent)
-        if path.name in manifest["files"]:
-            files = [path.name] + [f for f in manifest["files"] if f != path.name]
-            return Artifact(path.parent, {**manifest, "files": files})
-    return Artifact(path.parent, {"backend": backend, "files": [path.name], "precision": "unknown"})

@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgedistill.backends.base import Artifact, CompileResult, LayerTime
-from edgedistill.errors import EdgeDistillError
+from edgedistill.backends.base import CompileResult, LayerTime
+from edgedistill.core.artifact import Artifact
+from edgedistill.core.errors import EdgeDistillError
 
 if TYPE_CHECKING:
-    from edgedistill.export.calibset import CalibrationSet
-    from edgedistill.export.qdq import TensorRanges
-    from edgedistill.targets import Target
+    from edgedistill.core.calibset import CalibrationSet
+    from edgedistill.core.targets import Target
+    from edgedistill.onnxtools.qdq import TensorRanges
 
 CALIBRATION_CACHE = "calibration.json"
 MODEL, ORT_MODEL, OPS_CONFIG = "model.onnx", "model.ort", "required_operators.config"
@@ -52,6 +53,9 @@ class OnnxRuntimeBackend:
             return "pip install onnxruntime"
         return None
 
+    def precisions_here(self, device: str = "CPU") -> tuple[str, ...]:
+        return ("fp32", "fp16", "int8") if self.available() is None and device == "CPU" else ()
+
     # ------------------------------------------------------------------------------------ compile
     def compile(
         self,
@@ -65,7 +69,7 @@ class OnnxRuntimeBackend:
     ) -> CompileResult:
         """Compile `onnx_path` at `target.precision`; `ranges` (from export.qdq.compute_ranges) lets
         repeated int8 compiles (the quality gate's attempts) skip recalibration."""
-        from edgedistill.export.onnx_checks import load_onnx_checked
+        from edgedistill.onnxtools.checks import load_onnx_checked
 
         onnx_path, out_dir = Path(onnx_path), Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +116,7 @@ class OnnxRuntimeBackend:
         keep: list[str],
         ranges: TensorRanges | None,
     ) -> TensorRanges:
-        from edgedistill.export.qdq import compute_ranges, quantize_qdq
+        from edgedistill.onnxtools.qdq import compute_ranges, quantize_qdq
 
         with tempfile.TemporaryDirectory(prefix="edgedistill-ort-int8-") as work:
             if ranges is None:
@@ -142,7 +146,7 @@ class OnnxRuntimeBackend:
         if not path.is_file():
             raise EdgeDistillError(f"{artifact.dir}: model file {path.name} is missing")
         if path.suffix == ".onnx" and _has_onnx():  # a device may carry onnxruntime without onnx
-            from edgedistill.export.onnx_checks import load_onnx_checked
+            from edgedistill.onnxtools.checks import load_onnx_checked
 
             load_onnx_checked(path, check=False)  # refuses corrupt files and escaping external data
         target = artifact.manifest.get("target") or {}
@@ -250,8 +254,8 @@ def _optimize(src: Path, out: Path, level: str, proto: Any) -> None:
     import onnx
     import onnxruntime as ort
 
-    from edgedistill.atomic import write_atomic
-    from edgedistill.export.onnx_checks import copy_metadata
+    from edgedistill.core.atomic import write_atomic
+    from edgedistill.onnxtools.checks import copy_metadata
 
     levels = {
         "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -278,8 +282,8 @@ def _to_fp16(proto: Any, out: Path, keep_higher: Sequence[str]) -> list[str]:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from edgedistill.atomic import write_atomic
-    from edgedistill.export.onnx_checks import copy_metadata
+    from edgedistill.core.atomic import write_atomic
+    from edgedistill.onnxtools.checks import copy_metadata
 
     names = {n.name for n in proto.graph.node}
     unknown = [n for n in keep_higher if n not in names]
@@ -365,7 +369,7 @@ def _session_error(path: Path, exc: BaseException, providers: Sequence[str]) -> 
 
 
 def _nodes_quietly(path: Path, op: str) -> list[str]:
-    from edgedistill.export.onnx_checks import node_for_op
+    from edgedistill.onnxtools.checks import node_for_op
 
     if path.suffix != ".onnx":
         return []
@@ -399,8 +403,8 @@ def _fold_int8_pads(path: Path) -> None:
     """Pads run on the int8 tensors (see export/qdq_fold.py); rewritten atomically in place."""
     import onnx
 
-    from edgedistill.atomic import write_atomic
-    from edgedistill.export.qdq_fold import fold_pads
+    from edgedistill.core.atomic import write_atomic
+    from edgedistill.onnxtools.qdq_fold import fold_pads
 
     model = onnx.load_model(str(path))
     if fold_pads(model):

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgedistill.backends.base import Artifact, CompileResult, LayerTime
-from edgedistill.errors import EdgeDistillError
+from edgedistill.backends.base import CompileResult, LayerTime
+from edgedistill.core.artifact import Artifact
+from edgedistill.core.errors import EdgeDistillError
 
 if TYPE_CHECKING:
-    from edgedistill.export.calibset import CalibrationSet
-    from edgedistill.targets import Target
+    from edgedistill.core.calibset import CalibrationSet
+    from edgedistill.core.targets import Target
 
 INSTALL = "OpenVINO is not installed: pip install 'edgedistill[openvino]' (openvino + nncf)"
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -63,6 +64,19 @@ class OpenVinoBackend:
         except ImportError:
             return INSTALL
         return None
+
+    def precisions_here(self, device: str = "CPU") -> tuple[str, ...]:
+        """fp32/fp16/int8 wherever OpenVINO runs (fp16 IRs decompress to f32 on CPUs without fp16);
+        bf16 only where the device reports BF16 (AVX-512 BF16 or AMX, not Zen3's AVX2)."""
+        if self.available() is not None:
+            return ()
+        import openvino as ov
+
+        core = ov.Core()
+        if device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
+            return ()
+        caps = _capabilities(core, device)
+        return ("fp32", "fp16", "int8", *(("bf16",) if "BF16" in caps else ()))
 
     # ------------------------------------------------------------------------------ compile
     def compile(

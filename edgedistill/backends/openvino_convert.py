@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgedistill.backends.openvino import _first_line, _fits, _ov
-from edgedistill.errors import EdgeDistillError
+from edgedistill.core.errors import EdgeDistillError
 
 if TYPE_CHECKING:
-    from edgedistill.export.calibset import CalibrationSet
-    from edgedistill.targets import Target
+    from edgedistill.core.calibset import CalibrationSet
+    from edgedistill.core.targets import Target
 
 METHODS = ("minmax", "percentile", "entropy")  # calib.method values mapped to NNCF range estimators
 
@@ -45,7 +45,7 @@ def convert_onnx(onnx_path: Path) -> Any:
 
 def _node_of_op(onnx_path: Path, op: str) -> str | None:
     """The first ONNX node running `op` (OpenVINO names it as domain.OpType, e.g. com.example.Foo)."""
-    from edgedistill.export.onnx_checks import node_for_op
+    from edgedistill.onnxtools.checks import node_for_op
 
     try:
         names = node_for_op(onnx_path, op.rsplit(".", 1)[-1])
@@ -88,7 +88,7 @@ def openvino_names(model: Any, onnx_path: Path, onnx_nodes: Sequence[str]) -> di
     """
     if not onnx_nodes:
         return {}
-    from edgedistill.export.onnx_checks import load_onnx_checked
+    from edgedistill.onnxtools.checks import load_onnx_checked
 
     proto = load_onnx_checked(onnx_path, check=False)
     outputs_of = {n.name: list(n.output) for n in proto.graph.node}

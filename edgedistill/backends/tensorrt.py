@@ -28,8 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgedistill.atomic import write_atomic, write_text_atomic
-from edgedistill.backends.base import Artifact, CompileResult, Runner
+from edgedistill.backends.base import CompileResult, Runner
 from edgedistill.backends.tensorrt_build import (
     BUILD_FILE,
     ENGINE_FILE,
@@ -37,12 +36,14 @@ from edgedistill.backends.tensorrt_build import (
     build_engine,
     trtexec_command,
 )
-from edgedistill.backends.tensorrt_qdq import check_symmetric_qdq, prepare_for_tensorrt
-from edgedistill.errors import EdgeDistillError
+from edgedistill.core.artifact import Artifact
+from edgedistill.core.atomic import write_atomic, write_text_atomic
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.onnxtools.tensorrt_qdq import check_symmetric_qdq, prepare_for_tensorrt
 
 if TYPE_CHECKING:
-    from edgedistill.export.calibset import CalibrationSet
-    from edgedistill.targets import Target
+    from edgedistill.core.calibset import CalibrationSet
+    from edgedistill.core.targets import Target
 
 __all__ = [
     "TensorRtBackend",
@@ -88,6 +89,9 @@ class TensorRtBackend:
 
     def available(self) -> str | None:
         return tensorrt_unavailable() or cuda_unavailable()
+
+    def precisions_here(self, device: str = "GPU") -> tuple[str, ...]:
+        return ("fp32", "fp16", "int8") if self.available() is None else ()
 
     # ------------------------------------------------------------------------------ compile
     def compile(
@@ -226,7 +230,7 @@ def _quantize(
     onnx_path: Path, out: Path, calib: CalibrationSet | None, ranges: Any, keep_higher: Sequence[str]
 ) -> Any:
     """Explicit-quantization ONNX: TensorRT wants symmetric int8 activations (zero point 0)."""
-    from edgedistill.export.qdq import compute_ranges, quantize_qdq
+    from edgedistill.onnxtools.qdq import compute_ranges, quantize_qdq
 
     with tempfile.TemporaryDirectory(prefix="edgedistill-ranges-") as work:  # holds the pre-processed model
         if ranges is None:
@@ -245,7 +249,7 @@ def _copy_onnx(src: Path, dest: Path) -> None:
     """The fp32 ONNX for the device as one file (external weights, if any, inlined)."""
     import onnx
 
-    from edgedistill.export.onnx_checks import load_onnx_checked
+    from edgedistill.onnxtools.checks import load_onnx_checked
 
     model = load_onnx_checked(src, check=False)
     external = any(

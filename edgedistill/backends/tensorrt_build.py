@@ -17,9 +17,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from edgedistill.atomic import write_atomic, write_text_atomic
-from edgedistill.errors import EdgeDistillError
-from edgedistill.jsonfile import read_json
+from edgedistill.core.atomic import write_atomic, write_text_atomic
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.core.jsonfile import read_json
 
 BUILD_FILE = "build.json"
 ENGINE_FILE = "model.engine"

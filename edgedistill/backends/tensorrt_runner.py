@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgedistill.backends.base import LayerTime
-from edgedistill.errors import EdgeDistillError
+from edgedistill.core.errors import EdgeDistillError
 
 
 def cudart() -> Any:

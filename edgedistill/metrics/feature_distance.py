@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from edgedistill.errors import EdgeDistillError
+from edgedistill.core.errors import EdgeDistillError
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".torchscript")
 PROBE_SIZE = (64, 64)

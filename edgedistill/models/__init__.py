@@ -1,6 +1,6 @@
 """Generator families, discriminators, the embedded teachers and safe loading.
 
-Attributes are imported lazily: `edgedistill.models.spec` (numpy only) must import on a device
+Attributes are imported lazily: `edgedistill.core.spec` (numpy only) must import on a device
 that has no torch, and importing a submodule runs this file first.
 """
 
@@ -10,9 +10,9 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "GeneratorSpec": "edgedistill.models.spec",
-    "TensorSpec": "edgedistill.models.spec",
-    "spec_for_family": "edgedistill.models.spec",
+    "GeneratorSpec": "edgedistill.core.spec",
+    "TensorSpec": "edgedistill.core.spec",
+    "spec_for_family": "edgedistill.core.spec",
     "create": "edgedistill.models.registry",
     "family_class": "edgedistill.models.registry",
     "list_families": "edgedistill.models.registry",

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from edgedistill.errors import EdgeDistillError
-from edgedistill.hashing import file_sha256  # noqa: F401  (loading imports it from here)
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.core.hashing import file_sha256  # noqa: F401  (loading imports it from here)
 
 STATE_DICT_KEYS = (
     "state_dict",

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from torch import nn
 
-from edgedistill.errors import EdgeDistillError
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.core.spec import GeneratorSpec
 from edgedistill.models import feature_nets as _feature_nets  # noqa: F401  (registers photo_features)
 from edgedistill.models.registry import create
-from edgedistill.models.spec import GeneratorSpec
 from edgedistill.models.weights import read_safetensors
 
 EMBEDDED_DIR = Path(__file__).parent / "embedded"

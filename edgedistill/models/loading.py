@@ -21,11 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgedistill.errors import EdgeDistillError
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.core.spec import GeneratorSpec, TensorSpec, spec_for_family
 from edgedistill.models.checkpoint import file_sha256, is_torchscript, read_state_dict, require_file
 from edgedistill.models.embedded import embedded_teachers
 from edgedistill.models.registry import create, family_class, list_families
-from edgedistill.models.spec import GeneratorSpec, TensorSpec, spec_for_family
 from edgedistill.models.weights import read_safetensors
 
 GENERATOR_FAMILIES = ("resnet", "unet", "dcgan")

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from edgedistill.errors import EdgeDistillError
+from edgedistill.core.errors import EdgeDistillError
 
 _FAMILIES: dict[str, type[nn.Module]] = {}
 

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from edgedistill.atomic import write_atomic
+from edgedistill.core.atomic import write_atomic
 
 
 def save_weights(model: nn.Module, path: str | Path, dtype: torch.dtype | None = None) -> Path:

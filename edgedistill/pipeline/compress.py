@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgedistill.atomic import write_text_atomic
-from edgedistill.errors import EdgeDistillError
+from edgedistill.core.atomic import write_text_atomic
+from edgedistill.core.errors import EdgeDistillError
 from edgedistill.pipeline.stages import StageBook, fingerprint
 
 
@@ -46,7 +46,7 @@ class CompressOptions:
 
 def compress(opts: CompressOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) every stage; returns the report (also written to DIR/report.json)."""
-    from edgedistill.targets import get_target
+    from edgedistill.core.targets import get_target
 
     targets = [get_target(t, opts.precision) for t in opts.targets]  # fail fast on a bad name
     out = opts.out
@@ -76,8 +76,8 @@ def compress(opts: CompressOptions, log: Callable[[str], None] = print) -> dict[
 
 # ------------------------------------------------------------------------------------------ stages
 def _distill_stage(opts: CompressOptions, book: StageBook, log: Callable[[str], None]) -> Path:
-    from edgedistill.distill.api import distill
-    from edgedistill.distill.config import DistillConfig
+    from edgedistill.distiller.api import distill
+    from edgedistill.distiller.config import DistillConfig
 
     run_dir = opts.out / "student"
     cfg = DistillConfig(
@@ -110,8 +110,8 @@ def _distill_stage(opts: CompressOptions, book: StageBook, log: Callable[[str], 
 def _export_stage(
     opts: CompressOptions, target: str, student: Path, book: StageBook, log: Callable[[str], None]
 ) -> Path:
-    from edgedistill.export.api import export
-    from edgedistill.targets import get_target
+    from edgedistill.core.targets import get_target
+    from edgedistill.exporter.api import export
 
     tgt = get_target(target, opts.precision)
     art = opts.out / "exports" / f"{tgt.name}-{tgt.precision}"
@@ -140,8 +140,8 @@ def _export_stage(
 def _report_stage(
     opts: CompressOptions, student: Path, artifacts: dict[str, Path], log: Callable[[str], None]
 ) -> dict[str, Any]:
+    from edgedistill.data.heldout import heldout_inputs
     from edgedistill.models.loading import load_generator
-    from edgedistill.pipeline.heldout import heldout_inputs
     from edgedistill.pipeline.quality import save_sample_grid, score_all
     from edgedistill.pipeline.report import latency_table, write_reports
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgedistill.backends import Artifact, get_backend, load_artifact, load_runner
-from edgedistill.export.gate import to_unit
-from edgedistill.export.image_metrics import psnr_np, ssim_np
-from edgedistill.models.spec import GeneratorSpec
+from edgedistill.core.artifact import Artifact
+from edgedistill.core.quality import psnr, ssim, to_unit
+from edgedistill.core.spec import GeneratorSpec
+from edgedistill.runtime.sources import artifact_source, resolve
 
 
 @dataclass
@@ -25,24 +25,17 @@ class Scored:
     ssim_vs_teacher: float | None = None
 
 
-def torch_outputs(model: str | Path, x: np.ndarray) -> np.ndarray:
-    import torch
-
-    from edgedistill.models.loading import load_generator
-
-    net = load_generator(model).module
-    with torch.no_grad():
-        return np.concatenate([net(torch.from_numpy(x[i : i + 1])).numpy() for i in range(len(x))])
-
-
-def artifact_outputs(artifact: Path, x: np.ndarray, threads: int | None) -> np.ndarray:
-    """Outputs of an artifact; one whose runtime is absent here (TensorRT without a GPU) is judged by the
-    portable ONNX its backend wrote (the QDQ ONNX the engine is built from) under ONNX Runtime."""
-    art = load_artifact(artifact)
-    portable = art.manifest.get("portable_onnx")
-    if get_backend(art.backend).available() is not None and portable:
-        art = Artifact(art.dir, {**art.manifest, "backend": "onnxruntime", "files": [portable]})
-    runner = load_runner(art, threads=threads)
+def model_outputs(model: str | Path, x: np.ndarray, threads: int | None) -> np.ndarray:
+    """Outputs of any model on `x`, one sample per call, opened as every command opens one
+    (runtime.sources.resolve). An artifact whose runtime is absent here (TensorRT without a GPU) is
+    judged by the portable ONNX its backend wrote (the QDQ ONNX the engine is built from) under
+    ONNX Runtime."""
+    source = resolve(model)
+    art = source.artifact
+    if art is not None and source.unavailable() is not None and art.manifest.get("portable_onnx"):
+        portable = {**art.manifest, "backend": "onnxruntime", "files": [art.manifest["portable_onnx"]]}
+        source = artifact_source(Artifact(art.dir, portable), str(model))
+    runner = source.load(threads)
     name, out = runner.input_names[0], runner.output_names[0]
     return np.concatenate([runner.run({name: x[i : i + 1]})[out] for i in range(len(x))])
 
@@ -56,17 +49,17 @@ def score_all(
     threads: int | None,
 ) -> list[Scored]:
     """Outputs of every model on `x`, in [0, 1], with PSNR/SSIM against the teacher's."""
-    rows = [Scored("teacher", to_unit(torch_outputs(teacher, x), spec.output_range))]
-    rows.append(Scored("student", to_unit(torch_outputs(student, x), spec.output_range)))
-    for name, path in artifacts.items():
-        rows.append(Scored(name, to_unit(artifact_outputs(path, x, threads), spec.output_range)))
+    models = {"teacher": teacher, "student": student, **artifacts}
+    rows = [
+        Scored(name, to_unit(model_outputs(m, x, threads), spec.output_range)) for name, m in models.items()
+    ]
     ref = rows[0].outputs
     for row in rows[1:]:
         row.psnr_vs_teacher = round(
-            float(np.mean([psnr_np(a, b, 1.0) for a, b in zip(row.outputs, ref, strict=True)])), 3
+            float(np.mean([psnr(a, b, 1.0) for a, b in zip(row.outputs, ref, strict=True)])), 3
         )
         if min(ref.shape[-2:]) >= 11:
-            ssims = [ssim_np(a[None], b[None], 1.0) for a, b in zip(row.outputs, ref, strict=True)]
+            ssims = [ssim(a[None], b[None], 1.0) for a, b in zip(row.outputs, ref, strict=True)]
             row.ssim_vs_teacher = round(float(np.mean(ssims)), 4)
     return rows
 
@@ -77,7 +70,7 @@ def save_sample_grid(
     """One row per model (the input first for image generators): input | teacher | student | targets."""
     import torch
 
-    from edgedistill.imageio import save_grid
+    from edgedistill.data.imageio import save_grid
 
     grid = [torch.from_numpy(r.outputs[:count]) for r in rows]
     if spec.kind == "image":

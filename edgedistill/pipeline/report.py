@@ -11,19 +11,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgedistill.atomic import write_text_atomic
+from edgedistill.core.atomic import write_text_atomic
+from edgedistill.profiler.plot import plot_report
 
 if TYPE_CHECKING:
     from edgedistill.pipeline.compress import CompressOptions
     from edgedistill.pipeline.quality import Scored
-    from edgedistill.profile.report import ProfileReport
+    from edgedistill.runtime.report import ProfileReport
 
 
 def latency_table(
     models: dict[str, str], size: tuple[int, int] | None, threads: int | None, seconds: float
 ) -> ProfileReport:
     """All models timed in interleaved rounds (teacher first, so speedups are against it)."""
-    from edgedistill.profile.api import profile
+    from edgedistill.profiler.api import profile
 
     return profile(models, threads=threads, size=size, min_time=seconds, iterations=10, warmup=3, layers=8)
 
@@ -84,7 +85,7 @@ def write_reports(
         "report": out / "report.md",
         "report (JSON)": out / "report.json",
         "sample grid": grid,
-        "latency chart": latency.write_plot(out / "latency.png"),
+        "latency chart": plot_report(latency, out / "latency.png"),
         "latency profile": latency.write_markdown(out / "profile.md"),
     }
     first = (

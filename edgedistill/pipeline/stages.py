@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgedistill.atomic import write_text_atomic
-from edgedistill.hashing import file_sha256
+from edgedistill.core.atomic import write_text_atomic
+from edgedistill.core.hashing import file_sha256
 
 STAGES_FILE = "stages.json"
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from edgedistill.atomic import write_atomic
-from edgedistill.backends.base import MANIFEST, Artifact, read_manifest
-from edgedistill.errors import EdgeDistillError
-from edgedistill.models.spec import GeneratorSpec
+from edgedistill.core.artifact import MANIFEST, Artifact, read_manifest
+from edgedistill.core.atomic import write_atomic
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.core.spec import GeneratorSpec
 from edgedistill.ship.run import size_multiple
 
 TEMPLATES = Path(__file__).parent / "templates"

@@ -1,7 +1,8 @@
 """`edgedistill run`: one inference on a shipped model (or a torch generator), to check it by eye.
 
-An artifact (directory or bare .onnx/.ort/.xml/.engine) runs through its backend with numpy only,
-so this works on a device without torch; anything else goes through `load_generator` (torch).
+Models open through runtime.sources.resolve, as in `profile`: an artifact (directory or bare
+.onnx/.ort/.xml/.engine) runs through its backend with numpy only, so this works on a device
+without torch; anything else goes through `load_generator` (torch).
 Both paths build inputs the same way from the spec, so their pictures can be compared.
 """
 
@@ -14,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgedistill.backends.base import MANIFEST, MODEL_SUFFIXES, load_artifact
-from edgedistill.errors import EdgeDistillError
-from edgedistill.models.spec import GeneratorSpec
-from edgedistill.ship import images
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.core.spec import GeneratorSpec
+from edgedistill.data import images
+from edgedistill.runtime.sources import resolve
 
 
 @dataclass
@@ -41,24 +42,20 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
 
 
-def is_artifact(model: str | Path) -> bool:
-    path = Path(model)
-    if path.is_dir():
-        return (path / MANIFEST).exists()
-    return path.suffix in MODEL_SUFFIXES
-
-
 def open_model(model: str | Path, threads: int | None = None) -> Loaded:
-    """An artifact via its backend (numpy only), else a torch generator via `load_generator`."""
-    return open_artifact(model, threads) if is_artifact(model) else open_torch(model, threads)
+    """`model` opened the one way every command opens one (runtime.sources.resolve), ready for one call."""
+    source = resolve(model)
+    if source.spec is None:
+        raise EdgeDistillError(
+            f"{model} carries no generator spec: give its artifact directory (manifest.json with 'spec') "
+            "or put the model.json it was exported from beside it"
+        )
+    spec = source.spec
+    if source.kind == "torch" and threads:
+        import torch
 
-
-def open_artifact(path: str | Path, threads: int | None = None) -> Loaded:
-    from edgedistill.backends import load_runner
-
-    art = load_artifact(path)
-    spec = _artifact_spec(art.manifest, art.dir, art.model_path)
-    runner = load_runner(art, threads=threads)
+        torch.set_num_threads(threads)
+    runner = source.load(threads)
     in_name = spec.inputs[0].name if spec.inputs[0].name in runner.input_names else runner.input_names[0]
     out_names = [o.name for o in spec.outputs if o.name in runner.output_names]
     out_name = out_names[0] if out_names else runner.output_names[0]
@@ -66,26 +63,11 @@ def open_artifact(path: str | Path, threads: int | None = None) -> Loaded:
     def infer(x: np.ndarray) -> np.ndarray:
         return np.asarray(runner.run({in_name: x})[out_name])
 
+    if source.artifact is None:
+        return Loaded(spec, infer, f"torch ({source.given})")
+    art = source.artifact
     size, batch = _static_shape(art.manifest, spec)
     return Loaded(spec, infer, f"{art.backend} {art.precision} ({art.model_path})", size, batch)
-
-
-def open_torch(model: str | Path, threads: int | None = None) -> Loaded:
-    import torch
-
-    from edgedistill.models.loading import load_generator
-
-    if threads:
-        torch.set_num_threads(threads)
-    loaded = load_generator(model)
-    module = loaded.module
-
-    def infer(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            y = module(torch.from_numpy(x))
-        return (y[0] if isinstance(y, list | tuple) else y).float().numpy()
-
-    return Loaded(loaded.spec, infer, f"torch ({loaded.source})")
 
 
 def run(
@@ -211,18 +193,6 @@ def size_multiple(spec: GeneratorSpec) -> int:
     if spec.family == "unet":
         return 2 ** int(spec.kwargs.get("num_downs", 8))
     return 1
-
-
-def _artifact_spec(manifest: dict, directory: Path, model_path: Path) -> GeneratorSpec:
-    if manifest.get("spec"):
-        return GeneratorSpec.from_dict(manifest["spec"])
-    for candidate in (model_path.with_suffix(".json"), directory / "model.json"):
-        if candidate.exists():
-            return GeneratorSpec.load(candidate)
-    raise EdgeDistillError(
-        f"{model_path} carries no generator spec: give its artifact directory (manifest.json with 'spec') "
-        "or put the model.json it was exported from beside it"
-    )
 
 
 def _static_shape(manifest: dict, spec: GeneratorSpec) -> tuple[tuple[int, int] | None, bool]:

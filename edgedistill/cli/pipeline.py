@@ -1,0 +1,80 @@
+"""CLI verbs of the whole job: `compress` (teacher -> shipped student) and `demo` (registered by cli.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add `compress` and `demo` to `app`."""
+    app.command()(compress)
+    app.command()(demo)
+
+
+def compress(
+    teacher: Annotated[
+        str, typer.Argument(help="embedded teacher name, checkpoint (FAMILY:PATH) or run directory")
+    ],
+    target: Annotated[list[str], typer.Option("--target", "-t", help="device profile (repeatable)")],
+    width: Annotated[float, typer.Option(help="student width (ngf x width)")] = 0.25,
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("compressed"),
+    data: Annotated[Path | None, typer.Option(help="image folder (default: the teacher's own set)")] = None,
+    steps: Annotated[int, typer.Option(help="distillation steps")] = 1000,
+    cache: Annotated[int, typer.Option(help="teacher outputs precomputed for N inputs")] = 512,
+    precision: Annotated[
+        str | None, typer.Option(help="precision for every target (default: each target's)")
+    ] = None,
+    size: Annotated[tuple[int, int] | None, typer.Option(help="input H W (default: the target's)")] = None,
+    calib_size: Annotated[int, typer.Option(help="calibration samples")] = 64,
+    min_psnr: Annotated[float, typer.Option(help="quality gate vs fp32 in dB (0 = off)")] = 35.0,
+    threads: Annotated[int, typer.Option(help="threads for training, checks and profiling")] = 2,
+    profile_seconds: Annotated[float, typer.Option(help="minimum measuring time per model")] = 4.0,
+    force: Annotated[bool, typer.Option(help="redo every stage even when unchanged")] = False,
+) -> None:
+    """Distill TEACHER, export the student for each --target, profile them all side by side."""
+    from edgedistill.cli.console import console
+    from edgedistill.pipeline.compress import CompressOptions
+    from edgedistill.pipeline.compress import compress as run
+
+    opts = CompressOptions(
+        teacher=teacher, targets=list(target), out=out, width=width, steps=steps, data=data, cache=cache,
+        precision=precision, size=size, calib_size=calib_size, min_psnr=min_psnr or None, threads=threads,
+        profile_seconds=profile_seconds, force=force,
+    )  # fmt: skip
+    report = run(opts, log=lambda m: console.print(m, highlight=False))
+    show_report(report)
+
+
+def show_report(report: dict) -> None:
+    from rich.table import Table
+
+    from edgedistill.cli.console import console
+
+    # The terminal gets the columns that decide; report.md has them all.
+    cols = {"model": "model", "precision": "prec", "MACs": "MACs", "size MB": "MB", "p50 ms": "p50 ms",
+            "speedup": "×", "PSNR vs teacher dB": "PSNR vs T", "PSNR vs fp32 dB": "PSNR vs fp32"}  # fmt: skip
+    table = Table(title=f"{report['teacher']}: teacher | student | artifacts, this machine")
+    for key, head in cols.items():
+        table.add_column(
+            head, justify="left" if key in ("model", "precision") else "right", no_wrap=key == "model"
+        )
+    for row in report["rows"]:
+        table.add_row(*(row[k] for k in cols))
+    console.print(table)
+    for label, path in report["files"].items():
+        console.print(f"{label}: {path}", highlight=False)
+
+
+def demo(
+    out: Annotated[Path, typer.Option(help="where the demo writes its files")] = Path("demo_out"),
+    force: Annotated[bool, typer.Option(help="redo every stage")] = False,
+) -> None:
+    """compress on the embedded photo teacher for ONNX Runtime INT8 and OpenVINO INT8 (a few minutes)."""
+    from edgedistill.cli.console import console
+    from edgedistill.pipeline.demo import run_demo
+
+    report = run_demo(out, console, force=force)
+    show_report(report)

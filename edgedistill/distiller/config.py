@@ -1,0 +1,80 @@
+"""Every option of a distillation run, saved as the run's config.json."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from edgedistill.core.errors import EdgeDistillError
+
+DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
+    "image": {"lambda_pix": 10.0, "lambda_feat": 1.0, "lambda_adv": 0.1},
+    "noise": {"lambda_pix": 1.0, "lambda_feat": 1.0, "lambda_adv": 0.01},
+    "noise+label": {"lambda_pix": 1.0, "lambda_feat": 1.0, "lambda_adv": 0.01},
+}
+
+
+@dataclass
+class DistillConfig:
+    teacher: str
+    out: str = "runs/student"
+    width: float = 0.25
+    init: str = "inherit"  # inherit | scratch
+    student_norm: str | None = None  # None keeps the teacher's (see README: batch folds into convs for INT8)
+    data: str | None = None
+    steps: int = 2000
+    batch: int = 8
+    patch: int = 64
+    lr: float = 2e-4
+    lr_d: float = 2e-4
+    # None: the per-kind defaults of DEFAULT_WEIGHTS (chosen by benchmarks/distill_ablation.py)
+    lambda_pix: float | None = None
+    lambda_feat: float | None = None
+    lambda_adv: float | None = None
+    lambda_gt: float = 0.0  # pixel loss to the data's own targets (paired data), the no-teacher baseline
+    pix_loss: str = "l1"
+    feat_mode: str = "adapter"  # adapter (GAN Compression) | kernel_alignment (CAT)
+    gan_loss: str | None = None  # None: the loss the teacher's D was trained with, else lsgan
+    adv_warmup: float = 0.25  # the adversarial weight ramps up over this fraction of the steps
+    d_from_teacher: bool = True  # init D from the teacher's shipped discriminator when there is one
+    ndf: int = 32  # width of a fresh PatchGAN when the teacher ships no D
+    ema: float = 0.999
+    cache: int = 0  # >0: precompute teacher outputs for this many inputs and train on them
+    seed: int = 0
+    threads: int | None = None
+    checkpoint_every: int = 250
+    sample_every: int = 500
+    log_every: int = 25
+    feature_net: str | None = None  # for FID-style scores: a TorchScript/module path; default per teacher
+    model_kwargs: dict[str, Any] | None = None
+    weights: str | None = None
+
+    def with_defaults(self, kind: str) -> DistillConfig:
+        """Fill the loss weights left unset with the defaults for this kind of generator."""
+        filled = dict(asdict(self))
+        for key, value in DEFAULT_WEIGHTS[kind].items():
+            if filled[key] is None:
+                filled[key] = value
+        return DistillConfig(**filled)
+
+    def validate(self) -> None:
+        if not 0 < self.width <= 1:
+            raise EdgeDistillError(f"--width must be in (0, 1], got {self.width}")
+        if self.steps < 1 or self.batch < 1:
+            raise EdgeDistillError("--steps and --batch must be at least 1")
+        if self.init not in ("inherit", "scratch"):
+            raise EdgeDistillError(f"--init must be inherit or scratch, got '{self.init}'")
+        weights = [w for w in (self.lambda_pix, self.lambda_feat, self.lambda_adv) if w is not None]
+        if weights and min(weights) < 0:
+            raise EdgeDistillError("loss weights (--lambda-*) must be >= 0")
+        if len(weights) == 3 and sum(weights) == 0:
+            raise EdgeDistillError("all loss weights are 0: nothing to train")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    def training_identity(self) -> dict[str, Any]:
+        """The options a resumed run must share with the one it continues."""
+        skip = {"steps", "checkpoint_every", "sample_every", "log_every", "threads", "out", "feature_net"}
+        return {k: v for k, v in asdict(self).items() if k not in skip}

@@ -1,0 +1,366 @@
+"""Student construction: a slimmed copy of the teacher that inherits its strongest channels.
+
+Built-in families shrink `ngf` and copy the teacher's most important channels (L1 norm of the
+producing filters), chosen once per *channel group* so residual sums and U-Net concatenations stay
+consistent. Any other nn.Module is pruned structurally with torch-pruning, and saved as a
+torch.export program (`save_pt2`) because no constructor can rebuild its new shape.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgedistill.core.atomic import write_atomic
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.core.spec import GeneratorSpec, spec_for_family
+from edgedistill.models.norms import NORMS
+from edgedistill.models.registry import create, family_class
+from edgedistill.models.resnet import ResnetBlock
+from edgedistill.models.unet import UnetLevel
+
+BUILT_IN = ("resnet", "unet", "dcgan")
+INITS = ("inherit", "scratch")
+_CONVS = (nn.Conv2d, nn.ConvTranspose2d)
+_NORM_PARAMS = ("weight", "bias", "running_mean", "running_var")
+_NORMS = nn.modules.batchnorm._NormBase  # BatchNorm and InstanceNorm: per-channel params/stats
+_PASS_THROUGH = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Dropout, nn.Identity, nn.ReflectionPad2d)
+_PASS_THROUGH += (nn.ReplicationPad2d,)
+
+Slice = tuple[str, int]  # (state-dict key, dimension)
+
+
+def make_student(
+    teacher: nn.Module,
+    spec: GeneratorSpec,
+    width: float,
+    init: str = "inherit",
+    norm: str | None = None,
+    example_inputs: tuple[torch.Tensor, ...] | None = None,
+) -> tuple[nn.Module, GeneratorSpec]:
+    """A student keeping ~`width` of the teacher's channels, and its spec.
+
+    `init="inherit"` starts it from the teacher's strongest channels (distillation then starts
+    near the teacher); `"scratch"` gives fresh default weights. The teacher is never modified.
+    """
+    _check_args(width, init, norm)
+    if spec.family in BUILT_IN:
+        student, new_spec = _slim_family(teacher, spec, width, init, norm)
+        method = "slimmed copy"
+    else:
+        if norm is not None:
+            raise EdgeDistillError("--norm applies to resnet/unet students only; leave it unset here")
+        student = _prune_module(teacher, width, init, example_inputs)
+        new_spec = replace(copy.deepcopy(spec), family=None, kwargs={})
+        method = "torch-pruning"
+    teacher_id = spec.provenance.get("sha256") or spec.provenance.get("source")
+    new_spec.provenance = {"teacher": teacher_id, "width": width, "init": init, "method": method}
+    first = next((p for p in teacher.parameters() if p.is_floating_point()), None)
+    if first is not None:
+        student = student.to(device=first.device, dtype=first.dtype)
+    return student.train(teacher.training), new_spec
+
+
+def _check_args(width: float, init: str, norm: str | None) -> None:
+    if not isinstance(width, (int, float)) or isinstance(width, bool) or not 0 < width <= 1:
+        raise EdgeDistillError(f"width must be a number in (0, 1], got {width!r}")
+    if init not in INITS:
+        raise EdgeDistillError(f"init must be one of {', '.join(INITS)}, got '{init}'")
+    if norm is not None and norm not in NORMS:
+        raise EdgeDistillError(f"norm must be one of {', '.join(NORMS)}, got '{norm}'")
+
+
+# ------------------------------------------------------------------------------ built-in families
+def _slim_family(
+    teacher: nn.Module, spec: GeneratorSpec, width: float, init: str, norm: str | None
+) -> tuple[nn.Module, GeneratorSpec]:
+    family = str(spec.family)
+    if norm is not None and family == "dcgan":
+        raise EdgeDistillError("dcgan students always use BatchNorm: leave --norm unset")
+    kwargs = dict(spec.kwargs)
+    ngf = int(kwargs.get("ngf", _default_arg(family, "ngf")))
+    new_kwargs = {**kwargs, "ngf": max(1, round(ngf * width))}
+    if norm is not None:
+        new_kwargs["norm"] = norm
+    student = create(family, **new_kwargs)
+    if init == "inherit":
+        skeleton = teacher if isinstance(teacher, family_class(family)) else create(family, **kwargs)
+        state = teacher.state_dict()
+        _check_fits(state, skeleton.state_dict(), f"{family}({_kw(kwargs)})")
+        student.load_state_dict(inherit_state(state, student.state_dict(), channel_plan(skeleton)))
+    extra: dict[str, Any] = {"input_range": spec.input_range, "output_range": spec.output_range}
+    if family != "dcgan" and spec.default_size is not None:
+        extra["default_size"] = spec.default_size
+    return student, spec_for_family(family, new_kwargs, **extra)
+
+
+def _check_fits(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], label: str) -> None:
+    """The teacher's weights must be laid out as its spec's family says, or slicing goes astray."""
+    wrong = [k for k, v in expected.items() if k not in state or state[k].shape != v.shape]
+    wrong += [k for k in state if k not in expected]
+    if wrong:
+        raise EdgeDistillError(
+            f"the teacher's weights do not fit its spec {label} (first mismatch: '{wrong[0]}'); fix model.json"
+        )
+
+
+def _kw(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in kwargs.items())
+
+
+def _default_arg(family: str, name: str) -> Any:
+    return inspect.signature(family_class(family)).parameters[name].default
+
+
+@dataclass
+class Group:
+    """Channels sharing one index set: every (key, dim) in a plan's layout that names this group."""
+
+    size: int
+    producers: list[Slice] = field(default_factory=list)  # weights whose filters make the channels
+
+
+@dataclass
+class ChannelPlan:
+    """Channel groups of a built-in generator and, per (key, dim), the groups laid out along it.
+
+    A layout lists several groups where a tensor concatenates them (a U-Net up-conv's input is
+    cat([skip, inner]), so its channel index set is the union of two groups with offsets).
+    """
+
+    groups: list[Group] = field(default_factory=list)
+    layout: dict[Slice, list[int]] = field(default_factory=dict)
+
+    def new(self, size: int, producer: Slice | None = None) -> int:
+        self.groups.append(Group(size, [producer] if producer else []))
+        return len(self.groups) - 1
+
+    def use(self, key: str, dim: int, groups: list[int]) -> None:
+        self.layout[(key, dim)] = list(groups)
+
+    def merge(self, keep: int, drop: int) -> None:
+        """Residual sums force two groups to share channels: fold `drop` into `keep`."""
+        if keep == drop:
+            return
+        self.groups[keep].producers += self.groups[drop].producers
+        self.groups[drop] = Group(0)
+        for groups in self.layout.values():
+            groups[:] = [keep if g == drop else g for g in groups]
+
+
+def channel_plan(model: nn.Module) -> ChannelPlan:
+    """Describe a resnet/unet/dcgan generator as channel groups by walking its layers in order."""
+    plan = ChannelPlan()
+    _walk(model, "", None, plan)
+    return plan
+
+
+def _walk(m: nn.Module, prefix: str, layout: list[int] | None, plan: ChannelPlan) -> list[int] | None:
+    """Record where `m` reads and writes channels; return the layout of its output."""
+    if isinstance(m, _CONVS):
+        cin, cout = (1, 0) if isinstance(m, nn.Conv2d) else (0, 1)  # ConvTranspose2d: (in, out, k, k)
+        layout = layout or [plan.new(m.weight.shape[cin])]  # the image / noise input
+        plan.use(f"{prefix}weight", cin, layout)
+        out = plan.new(m.weight.shape[cout], (f"{prefix}weight", cout))
+        plan.use(f"{prefix}weight", cout, [out])
+        plan.use(f"{prefix}bias", 0, [out])
+        return [out]
+    if isinstance(m, _NORMS) and layout is not None:
+        for name in _NORM_PARAMS:
+            plan.use(f"{prefix}{name}", 0, layout)
+        return layout
+    if isinstance(m, ResnetBlock):
+        inner = _walk(m.conv_block, f"{prefix}conv_block.", layout, plan)
+        if layout is None or inner is None or len(layout) != 1 or len(inner) != 1:
+            raise EdgeDistillError("a residual block must read and write one channel group")
+        plan.merge(layout[0], inner[0])
+        return layout
+    if isinstance(m, UnetLevel):
+        inner = _walk(m.model, f"{prefix}model.", layout, plan)
+        return inner if m.outermost or layout is None or inner is None else layout + inner
+    children = list(m.named_children())
+    if not children:
+        if isinstance(m, _PASS_THROUGH) or not any(True for _ in m.parameters(recurse=False)):
+            return layout
+        raise EdgeDistillError(f"cannot slim layer {prefix.rstrip('.')} ({type(m).__name__})")
+    for name, child in children:  # the built-in families register children in forward order
+        layout = _walk(child, f"{prefix}{name}.", layout, plan)
+    return layout
+
+
+def inherit_state(
+    teacher_state: dict[str, torch.Tensor], student_state: dict[str, torch.Tensor], plan: ChannelPlan
+) -> dict[str, torch.Tensor]:
+    """The student's state dict cut from the teacher's along the plan's chosen channels.
+
+    Keys the teacher lacks keep the student's defaults, biases start at zero (a norm change added
+    them); teacher keys the student lacks are dropped (a norm change removed them).
+    """
+    keep = [_select(g, teacher_state, student_state) for g in plan.groups]
+    out: dict[str, torch.Tensor] = {}
+    for key, target in student_state.items():
+        src = teacher_state.get(key)
+        if src is None:
+            out[key] = torch.zeros_like(target) if key.endswith("bias") else target
+            continue
+        src = src.detach()
+        for dim in range(src.ndim):
+            groups = plan.layout.get((key, dim))
+            if groups:
+                src = src.index_select(dim, _index(groups, keep, plan).to(src.device))
+        if src.shape != target.shape:
+            raise EdgeDistillError(
+                f"cannot inherit '{key}': teacher slice {list(src.shape)} vs student {list(target.shape)}"
+            )
+        out[key] = src.clone()
+    return out
+
+
+def _select(group: Group, teacher: dict[str, torch.Tensor], student: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Indices of the group's strongest channels, in their original order."""
+    if not group.producers:
+        return torch.arange(group.size)
+    key, dim = group.producers[0]
+    n = int(student[key].shape[dim])
+    if n >= group.size:
+        return torch.arange(group.size)
+    score = torch.zeros(group.size)
+    for key, dim in group.producers:
+        w = teacher[key].detach().float().cpu().abs()
+        l1 = w.sum(dim=[d for d in range(w.ndim) if d != dim])
+        score += l1 / l1.mean().clamp_min(1e-12)  # each producer weighs the same in a shared group
+    return score.topk(n).indices.sort().values
+
+
+def _index(groups: list[int], keep: list[torch.Tensor], plan: ChannelPlan) -> torch.Tensor:
+    parts, offset = [], 0
+    for g in groups:
+        parts.append(keep[g] + offset)
+        offset += plan.groups[g].size
+    return torch.cat(parts)
+
+
+# ------------------------------------------------------------------------------ arbitrary modules
+def _prune_module(
+    teacher: nn.Module, width: float, init: str, example_inputs: tuple[torch.Tensor, ...] | None
+) -> nn.Module:
+    if example_inputs is None:
+        raise EdgeDistillError("pruning a custom nn.Module needs example_inputs (e.g. spec.example_inputs())")
+    example_inputs = tuple(example_inputs)
+    student = copy.deepcopy(teacher).eval().requires_grad_(True)  # tracing needs grad_fn nodes
+    try:
+        with torch.no_grad():
+            shape = _first(student(*example_inputs)).shape
+    except Exception as exc:  # whatever the user's forward raises on inputs that do not fit
+        raise EdgeDistillError(
+            f"{type(teacher).__name__} fails on example_inputs of shape "
+            f"{[list(x.shape) for x in example_inputs]}: {exc}"
+        ) from None
+    if width < 1:
+        _prune(student, width, example_inputs)
+        with torch.no_grad():
+            new_shape = _first(student(*example_inputs)).shape
+        if new_shape != shape:
+            raise EdgeDistillError(f"pruning changed the output shape {list(shape)} -> {list(new_shape)}")
+    if init == "scratch":
+        for m in student.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+    return student
+
+
+def _prune(model: nn.Module, width: float, example_inputs: tuple[torch.Tensor, ...]) -> None:
+    import torch_pruning as tp
+
+    ignored = _output_layers(model, example_inputs)
+    try:
+        pruner = tp.pruner.BasePruner(
+            model,
+            example_inputs,
+            importance=tp.importance.MagnitudeImportance(p=1),
+            pruning_ratio=1 - width,
+            ignored_layers=ignored,
+        )
+        pruner.step()
+    except Exception as exc:  # torch-pruning raises whatever its tracer hits
+        raise EdgeDistillError(
+            f"torch-pruning cannot prune {type(model).__name__} ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _output_layers(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> list[nn.Module]:
+    """The conv/linear layers whose channels reach the output without passing another such layer.
+
+    They must keep their output channels (or the generator's output changes shape); found by
+    walking the autograd graph back from the output, stopping at each layer's own node.
+    """
+    made_by: dict[Any, nn.Module] = {}
+
+    def hook(mod: nn.Module, _: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor) and out.grad_fn is not None:
+            made_by[out.grad_fn] = mod
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        out = _first(model(*example_inputs))
+    finally:
+        for h in handles:
+            h.remove()
+    found: list[nn.Module] = []
+    stack, seen = [out.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if node in made_by:
+            found.append(made_by[node])
+            continue
+        stack.extend(nxt for nxt, _ in node.next_functions)
+    return found
+
+
+def _first(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+# ------------------------------------------------------------------------------------ saving
+def save_pt2(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], path: str | Path) -> Path:
+    """Save `module` as a torch.export program, loadable without its code (`load_generator`).
+
+    Image inputs get dynamic H/W where the model allows it (Dim.AUTO specialises what it must,
+    e.g. a U-Net's divisibility); if even that fails, the example's static shape is used.
+    """
+    example_inputs = tuple(example_inputs)
+    was_training = module.training
+    module.eval()
+    try:
+        program = _export(module, example_inputs)
+    finally:
+        module.train(was_training)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.export.save(program, f)
+
+    return write_atomic(path, write)
+
+
+def _export(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
+    auto = torch.export.Dim.AUTO
+    dynamic = tuple({2: auto, 3: auto} if x.ndim == 4 and x.shape[2] > 1 else None for x in example_inputs)
+    try:
+        return torch.export.export(module, example_inputs, dynamic_shapes=dynamic)
+    except Exception:  # some models only export at a fixed size
+        pass
+    try:
+        return torch.export.export(module, example_inputs)
+    except Exception as exc:
+        raise EdgeDistillError(f"torch.export failed for {type(module).__name__}: {exc}") from None

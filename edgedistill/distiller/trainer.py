@@ -1,0 +1,339 @@
+"""The distillation loop: KD + adversarial steps, EMA, atomic checkpoints, exact resume, NaN rollback.
+
+One step: the teacher (or its cache) gives y_T and its features on a batch; D learns real (data,
+or y_T when there is none) vs the student's y_S; the student learns
+    lambda_pix * pixel_kd(y_S, y_T) + lambda_feat * feature_kd + lambda_adv * g_loss(D(y_S)).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from edgedistill.core.atomic import write_atomic
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.core.spec import GeneratorSpec
+from edgedistill.data.imageio import save_grid
+from edgedistill.data.sources import Batch, DataSource
+from edgedistill.distiller.config import DistillConfig
+from edgedistill.distiller.ema import EMA
+from edgedistill.distiller.features import FeatureTap
+from edgedistill.distiller.losses import FeatureKD, d_loss, g_loss, pixel_kd
+from edgedistill.distiller.teacher_cache import TeacherCache
+
+MAX_ROLLBACKS = 3
+
+
+@dataclass
+class Parts:
+    """What the trainer trains and against what; built by edgedistill.distiller.api."""
+
+    teacher: nn.Module
+    student: nn.Module
+    spec: GeneratorSpec
+    source: DataSource
+    discriminator: nn.Module | None = None
+    conditional_d: bool = False
+    layers: list[str] = field(default_factory=list)
+    feature_kd: FeatureKD | None = None
+
+
+class Trainable(nn.Module):
+    """The student and its feature adapters as one module, so DDP syncs both in one reducer."""
+
+    def __init__(self, student: nn.Module, feature_kd: FeatureKD | None) -> None:
+        super().__init__()
+        self.student = student
+        self.feature_kd = feature_kd
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)
+
+
+class Trainer:
+    def __init__(
+        self, cfg: DistillConfig, parts: Parts, run_dir: Path, rank: int = 0, world: int = 1
+    ) -> None:
+        self.cfg, self.p, self.run_dir, self.rank, self.world = cfg, parts, run_dir, rank, world
+        self.main = rank == 0
+        self.console = Console(stderr=True)
+        self.trainable = Trainable(parts.student, parts.feature_kd)
+        self.g_module: nn.Module = self.trainable
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.g_module = DistributedDataParallel(self.trainable)
+        self.opt_g = torch.optim.Adam(self.trainable.parameters(), cfg.lr, betas=(0.5, 0.999))
+        self.opt_d = (
+            torch.optim.Adam(parts.discriminator.parameters(), cfg.lr_d, betas=(0.5, 0.999))
+            if parts.discriminator is not None
+            else None
+        )
+        self.ema = EMA(parts.student, cfg.ema)
+        self.step, self.lr_scale, self.wall_s = 0, 1.0, 0.0
+        self.cache = (
+            TeacherCache(parts.teacher, parts.source, cfg.cache, parts.layers, cfg.seed + 1000 * rank)
+            if cfg.cache
+            else None
+        )
+        self.fixed = parts.source.heldout().inputs[:4]
+        self.ckpt_path = run_dir / "checkpoints" / "last.pt"
+
+    # ------------------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        state = {
+            "trainable": self.trainable.state_dict(),
+            "ema": self.ema.model.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "step": self.step,
+            "lr_scale": self.lr_scale,
+            "wall_s": self.wall_s,
+            "identity": json.dumps(self.cfg.training_identity(), sort_keys=True),
+        }
+        if self.p.discriminator is not None and self.opt_d is not None:
+            state["discriminator"] = self.p.discriminator.state_dict()
+            state["opt_d"] = self.opt_d.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.trainable.load_state_dict(state["trainable"])
+        self.ema.model.load_state_dict(state["ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        if self.p.discriminator is not None and self.opt_d is not None:
+            self.p.discriminator.load_state_dict(state["discriminator"])
+            self.opt_d.load_state_dict(state["opt_d"])
+        self.step, self.lr_scale, self.wall_s = state["step"], state["lr_scale"], state["wall_s"]
+        self._set_lr()
+
+    def save_checkpoint(self) -> None:
+        if self.main:
+            state = self.state_dict()
+            write_atomic(self.ckpt_path, lambda p: torch.save(state, p))
+
+    def resume(self) -> None:
+        if not self.ckpt_path.exists():
+            raise EdgeDistillError(
+                f"--resume: no checkpoint in {self.ckpt_path.parent}; start without --resume"
+            )
+        state = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
+        if state["identity"] != json.dumps(self.cfg.training_identity(), sort_keys=True):
+            raise EdgeDistillError(
+                f"--resume: {self.run_dir} was trained with other options (see its config.json); "
+                "resume with the same options or use another --out"
+            )
+        self.load_state_dict(state)
+
+    def _set_lr(self) -> None:
+        for opt, base in ((self.opt_g, self.cfg.lr), (self.opt_d, self.cfg.lr_d)):
+            if opt is not None:
+                for group in opt.param_groups:
+                    group["lr"] = base * self.lr_scale * _decay(self.step, self.cfg.steps)
+
+    # ------------------------------------------------------------------------------ one step
+    def _teacher(self, step: int) -> tuple[Batch, torch.Tensor, list[torch.Tensor]]:
+        if self.cache is not None:
+            return self.cache.batch(step, self.cfg.batch)
+        batch = self.p.source.batch(step, self.cfg.batch)
+        with torch.no_grad(), FeatureTap(self.p.teacher, self.p.layers) as tap:
+            y_t = self.p.teacher(batch.inputs)
+            return batch, y_t, list(tap.features)
+
+    def _d_input(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, y], 1) if self.p.conditional_d else y
+
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        batch, y_t, t_feats = self._teacher(self.step)
+        with FeatureTap(self.p.student, self.p.layers if self.p.feature_kd else []) as tap:
+            y_s = self.g_module(batch.inputs)
+            s_feats = list(tap.features)
+        losses: dict[str, float] = {}
+        disc = self.p.discriminator
+        if disc is not None and self.opt_d is not None:
+            real = batch.real if batch.real is not None else y_t
+            disc.requires_grad_(True)
+            d_real = disc(self._d_input(batch.inputs, real))
+            d_fake = disc(self._d_input(batch.inputs, y_s.detach()))
+            loss_d = d_loss(d_real, d_fake, cfg.gan_loss)
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self._average_d_grads()
+            self.opt_d.step()
+            losses["d"] = loss_d.item()
+            disc.requires_grad_(False)
+        total = torch.zeros(())
+        if cfg.lambda_pix > 0:
+            lp = pixel_kd(y_s, y_t, cfg.pix_loss)
+            total = total + cfg.lambda_pix * lp
+            losses["pix"] = lp.item()
+        if cfg.lambda_gt > 0 and batch.real is not None and batch.real.shape == y_s.shape:
+            lg = pixel_kd(y_s, batch.real, cfg.pix_loss)  # paired data: the ground truth, no teacher
+            total = total + cfg.lambda_gt * lg
+            losses["gt"] = lg.item()
+        if self.p.feature_kd is not None and cfg.lambda_feat > 0:
+            lf = self.p.feature_kd(s_feats, t_feats)
+            total = total + cfg.lambda_feat * lf
+            losses["feat"] = lf.item()
+        if disc is not None and cfg.lambda_adv > 0:
+            la = g_loss(disc(self._d_input(batch.inputs, y_s)), cfg.gan_loss)
+            total = total + cfg.lambda_adv * self._adv_ramp() * la
+            losses["adv"] = la.item()
+        losses["total"] = total.item()
+        if not all(math.isfinite(v) for v in losses.values()):
+            return losses
+        self.opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt_g.step()
+        self.ema.update(self.p.student, self.step)
+        return losses
+
+    def _adv_ramp(self) -> float:
+        """0 -> 1 over the first `adv_warmup` of the steps. A D (the teacher's, above all) judges a
+        fresh student with huge logits; at full weight its first gradients fill Adam's second moment
+        and freeze the student for thousands of steps (measured: pixel KD stuck at its initial value)."""
+        warm = self.cfg.adv_warmup * self.cfg.steps
+        return 1.0 if warm <= 0 else min(1.0, self.step / warm)
+
+    def _average_d_grads(self) -> None:
+        """D runs twice per step (real, fake), which DDP's reducer does not allow: average by hand."""
+        if self.world > 1 and self.p.discriminator is not None:
+            import torch.distributed as dist
+
+            for p in self.p.discriminator.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.world
+
+    # ------------------------------------------------------------------------------ the loop
+    def train(self) -> None:
+        cfg = self.cfg
+        if self.step == 0:
+            self.save_checkpoint()  # step 0 is the first rollback point
+        rollbacks = 0
+        columns = [
+            TextColumn("[bold]distill"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[speed]}"), TimeRemainingColumn(),
+        ]  # fmt: skip
+        progress = Progress(*columns, console=self.console, disable=not self.main)
+        task = progress.add_task("distill", total=cfg.steps, completed=self.step, losses="", speed="")
+        t_last = time.perf_counter()
+        try:
+            with progress, _stop_on_sigint() as stop:
+                while self.step < cfg.steps and not stop.is_set():
+                    self._set_lr()
+                    t0 = time.perf_counter()
+                    losses = self.train_step()
+                    if not all(math.isfinite(v) for v in losses.values()):
+                        rollbacks += 1
+                        self._rollback(losses, rollbacks)
+                        continue
+                    rollbacks = 0
+                    self.step += 1
+                    self.wall_s += time.perf_counter() - t0
+                    if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                        its = cfg.log_every / max(time.perf_counter() - t_last, 1e-9)
+                        t_last = time.perf_counter()
+                        self._log(losses, its)
+                        shown = " ".join(f"{k}={v:.3g}" for k, v in losses.items())
+                        progress.update(task, losses=shown, speed=f"{its:.2f} it/s")
+                    progress.update(task, completed=self.step)
+                    if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                        self.save_checkpoint()
+                    if self.main and (self.step % cfg.sample_every == 0 or self.step == cfg.steps):
+                        self.save_samples()
+                if stop.is_set():
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:  # between steps (the handler waits for the step to end), so state is whole
+            self.save_checkpoint()
+            raise EdgeDistillError(
+                f"interrupted at step {self.step}: checkpoint saved in {self.ckpt_path.parent}; "
+                "continue with the same command and --resume"
+            ) from None
+
+    def _rollback(self, losses: dict[str, float], count: int) -> None:
+        if count > MAX_ROLLBACKS:
+            raise EdgeDistillError(
+                f"loss stays non-finite at step {self.step} after {MAX_ROLLBACKS} rollbacks ({losses}); "
+                "lower --lr or the --lambda-* weights, or check the data for NaN/inf"
+            )
+        state = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
+        bad_step = self.step
+        self.load_state_dict(state)
+        self.lr_scale = state["lr_scale"] * 0.5
+        self._set_lr()
+        if self.main:
+            self.console.print(
+                f"[yellow]loss became non-finite at step {bad_step}: rolled back to step {self.step}, "
+                f"learning rates x{self.lr_scale:g}[/]"
+            )
+            self._append_metrics(
+                {"step": bad_step, "event": "rollback", "to_step": self.step, "lr_scale": self.lr_scale}
+            )
+
+    def _log(self, losses: dict[str, float], its: float) -> None:
+        if self.main:
+            row = {
+                "step": self.step,
+                **{k: round(v, 6) for k, v in losses.items()},
+                "it_per_s": round(its, 3),
+            }
+            row["lr"] = self.opt_g.param_groups[0]["lr"]
+            self._append_metrics(row)
+
+    def _append_metrics(self, row: dict) -> None:
+        with (self.run_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    @torch.no_grad()
+    def save_samples(self) -> Path:
+        """teacher | student (EMA) | |diff| x4 (and the input first, for image generators)."""
+        spec = self.p.spec
+        x = self.fixed
+        y_t, y_s = spec.to_pixels(self.p.teacher(x)), spec.to_pixels(self.ema.model(x))
+        rows = [y_t, y_s, ((y_t - y_s).abs() * 4).clamp(0, 1)]
+        if spec.kind == "image" and x.shape[1] in (1, 3):
+            rows.insert(
+                0,
+                spec.to_pixels(x)
+                if spec.input_range == spec.output_range
+                else (x - x.min()) / (x.max() - x.min()),
+            )
+        return save_grid(rows, self.run_dir / "samples" / f"step_{self.step:06d}.png")
+
+
+@contextlib.contextmanager
+def _stop_on_sigint() -> Iterator[threading.Event]:
+    """First Ctrl-C asks the loop to stop after the current step; a second one stops at once."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _decay(step: int, steps: int) -> float:
+    """Constant, then linear decay to 10 % over the last 30 % of steps."""
+    start = int(0.7 * steps)
+    return 1.0 if step < start else 1.0 - 0.9 * (step - start) / max(steps - start, 1)

@@ -1,0 +1,363 @@
+"""`edgedistill.export(...)`: a generator (teacher or student) in, an artifact directory out.
+
+    load -> fp32 ONNX (parity-checked) -> calibration set -> backend.compile -> quality gate
+         -> artifact directory (atomic) with manifest.json
+
+Intermediate files live in a scratch directory; the artifact directory appears whole, or not at all.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgedistill.backends import get_backend
+from edgedistill.backends.base import Backend, CompileResult, Runner
+from edgedistill.core.artifact import Artifact
+from edgedistill.core.atomic import atomic_dir
+from edgedistill.core.calibset import CalibrationSet
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.core.spec import GeneratorSpec
+from edgedistill.core.targets import Target, get_target
+from edgedistill.exporter.gate import GateOutcome, reference_outputs, run_gate, speed_cost
+from edgedistill.exporter.manifest import target_dict, write_manifest
+
+DEFAULT_MIN_PSNR = 35.0
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    manifest: dict[str, Any]
+
+
+@dataclass
+class SourceModel:
+    """What is being exported, already as a parity-checked fp32 ONNX in the scratch directory."""
+
+    name: str
+    spec: GeneratorSpec
+    onnx: Path
+    onnx_info: dict[str, Any]
+    macs: int | None
+    params: int | None
+
+
+def export(
+    model: str | Path,
+    target: str | Path,
+    out: str | Path | None = None,
+    *,
+    precision: str | None = None,
+    size: tuple[int, int] | None = None,
+    calib_data: str | Path | None = None,
+    calib_size: int = 64,
+    calib_method: str | None = None,
+    holdout: int = 8,
+    min_psnr: float | None = DEFAULT_MIN_PSNR,
+    force: bool = False,
+    threads: int | None = None,
+    kwargs: dict[str, Any] | None = None,
+    weights: str | Path | None = None,
+    opset: int = 17,
+    log: Callable[[str], None] = print,
+) -> ExportResult:
+    """Export `model` for `target`; quantized artifacts must hold `min_psnr` dB vs fp32 (None: no gate)."""
+    tgt = get_target(target, precision)
+    backend = get_backend(tgt.backend)
+    why = backend.available()
+    if why is not None and not backend.compiles_offline:
+        raise EdgeDistillError(f"target {tgt.name} needs {tgt.backend}, which cannot run here: {why}")
+    out_dir = Path(out) if out else Path("exports") / f"{tgt.name}-{tgt.precision}"
+    with tempfile.TemporaryDirectory(prefix="edgedistill-export-") as scratch_str:
+        scratch = Path(scratch_str)
+        src = _fp32_onnx(model, tgt, scratch, size, kwargs, weights, opset, log)
+        calib, held = _calibration(src, tgt, model, calib_data, calib_size, calib_method, holdout, threads)
+        log(f"calibration: {len(calib) if calib else 0} samples + {len(held)} held out ({held.source})")
+        outcome = _compile_and_gate(backend, tgt, src, calib, held, min_psnr, threads, scratch, log)
+        if not outcome.passed and not force:
+            raise EdgeDistillError(
+                f"{tgt.precision} on {tgt.name} reaches at best {outcome.quality.psnr_vs_fp32:.2f} dB PSNR vs fp32, "
+                f"below --min-psnr {min_psnr}: nothing written. Lower --min-psnr, choose a higher precision, "
+                "or add --force to write the best attempt"
+            )
+        with atomic_dir(out_dir) as tmp:
+            for item in outcome.out_dir.iterdir():
+                dest = tmp / item.name
+                (shutil.copytree if item.is_dir() else shutil.copy2)(item, dest)
+            manifest = _manifest(src, tgt, outcome, calib, held, min_psnr)
+            manifest = write_manifest(tmp, manifest)
+    return ExportResult(out_dir, manifest)
+
+
+# ------------------------------------------------------------------------------------------ steps
+def _fp32_onnx(
+    model: str | Path,
+    tgt: Target,
+    scratch: Path,
+    size: tuple[int, int] | None,
+    kwargs: dict[str, Any] | None,
+    weights: str | Path | None,
+    opset: int,
+    log: Callable[[str], None],
+) -> SourceModel:
+    path = scratch / "model.fp32.onnx"
+    if str(model).endswith(".onnx"):
+        return _from_onnx(Path(model), path)
+    from edgedistill.exporter.onnx_export import export_onnx
+    from edgedistill.metrics.complexity import measure_complexity
+    from edgedistill.models.loading import load_generator
+
+    loaded = load_generator(model, kwargs=kwargs, weights=weights)
+    spec = loaded.spec
+    size = None if spec.kind != "image" else size or tgt.input_size or spec.default_size
+    report = export_onnx(loaded.module, spec, path, size=size, dynamic=tgt.dynamic_shape, opset=opset)
+    log(
+        f"ONNX: opset {report.opset}, {report.n_nodes} nodes, parity vs torch max |err| {report.max_abs_err:.2e}"
+    )
+    cost = measure_complexity(loaded.module, spec.example_inputs(size=size))
+    if spec.kind == "image" and size:
+        spec.default_size = tuple(size)  # type: ignore[assignment]
+    info = {k: v for k, v in vars(report).items() if k != "path"}
+    return SourceModel(str(model), spec, path, _jsonable(info), cost.macs, cost.params)
+
+
+def _from_onnx(given: Path, path: Path) -> SourceModel:
+    import onnx
+
+    from edgedistill.exporter.onnx_export import spec_from_onnx
+    from edgedistill.onnxtools.checks import load_onnx_checked
+
+    proto = load_onnx_checked(given)
+    spec = spec_from_onnx(given)
+    if spec is None:
+        raise EdgeDistillError(
+            f"{given} carries no edgedistill spec in its metadata: export it from the torch model "
+            "(edgedistill export MODEL ...) so inputs and value ranges are known"
+        )
+    onnx.save_model(proto, str(path))
+    return SourceModel(str(given), spec, path, {"source_onnx": str(given)}, None, None)
+
+
+def _calibration(
+    src: SourceModel,
+    tgt: Target,
+    model: str | Path,
+    calib_data: str | Path | None,
+    calib_size: int,
+    calib_method: str | None,
+    holdout: int,
+    threads: int | None,
+) -> tuple[CalibrationSet | None, CalibrationSet]:
+    """Calibration samples (int8 only) and held-out samples for the gate, from one source."""
+    from edgedistill.data.calibration import MIN_ADVISED, build_calibration, load_recipe
+
+    spec = src.spec
+    size = tuple(spec.default_size) if spec.kind == "image" and spec.default_size else None
+    needs_calib = tgt.precision == "int8"
+    teacher = _teacher_name(model, spec)
+    recipe = _safe_recipe(load_recipe, teacher)
+    method = calib_method or recipe.get("method", "minmax")
+    percentile = float(recipe.get("percentile", 99.99))
+    count = (calib_size if needs_calib else 0) + holdout
+    if needs_calib and calib_size < MIN_ADVISED:
+        warnings.warn(
+            f"only {calib_size} calibration samples: activation ranges from fewer than {MIN_ADVISED} are "
+            "noisy (raise --calib-size)",
+            UserWarning,
+            stacklevel=3,
+        )
+    try:
+        with warnings.catch_warnings():  # its size warning counts the held-out samples too
+            warnings.filterwarnings("ignore", message="only .* calibration samples")
+            full = build_calibration(
+                spec,
+                calib_data,
+                count,
+                teacher=teacher,
+                method=method,
+                percentile=percentile,
+                input_size=size,
+                cache=_cache_dir(),
+            )
+    except EdgeDistillError:
+        if needs_calib or calib_data is not None:
+            raise
+        arrays = spec.example_arrays(size=size, batch=holdout, seed=1234)  # no data: random inputs
+        full = CalibrationSet(arrays, source="random inputs in the spec's range")
+    if not needs_calib:
+        return None, full
+    calib, held = full.split(holdout)
+    return calib, held
+
+
+def _compile_and_gate(
+    backend: Backend,
+    tgt: Target,
+    src: SourceModel,
+    calib: CalibrationSet | None,
+    held: CalibrationSet,
+    min_psnr: float | None,
+    threads: int | None,
+    scratch: Path,
+    log: Callable[[str], None],
+) -> GateOutcome:
+    from edgedistill.backends.onnxruntime import OnnxRuntimeBackend
+
+    ort = OnnxRuntimeBackend()
+    threads = threads or tgt.threads
+    reference_runner = ort.load(
+        Artifact(src.onnx.parent, {"backend": "onnxruntime", "files": [src.onnx.name]}), threads
+    )
+    reference = reference_outputs(reference_runner, held)
+    shared: dict[str, Any] = {}
+
+    def ranges() -> Any:
+        if "ranges" not in shared:
+            from edgedistill.onnxtools.qdq import compute_ranges
+
+            work = scratch / "ranges"
+            work.mkdir(exist_ok=True)
+            shared["ranges"] = compute_ranges(src.onnx, calib, work)  # type: ignore[arg-type]
+        return shared["ranges"]
+
+    base = _io_layers(src.onnx) if tgt.precision == "int8" and tgt.options.get("keep_io_layers") else []
+    if base:
+        log(f"target keeps its first and last layers at higher precision: {', '.join(base)}")
+
+    def compile_into(keep: Sequence[str], tag: str) -> tuple[CompileResult, Path]:
+        out = scratch / f"attempt-{tag}"
+        out.mkdir()
+        extra = {"ranges": ranges()} if backend.takes_ranges and tgt.precision == "int8" else {}
+        keep = [*base, *(k for k in keep if k not in base)]
+        return backend.compile(src.onnx, tgt, calib, out, keep_higher=keep, **extra), out
+
+    def load(result: CompileResult, out: Path) -> Runner:
+        manifest = {
+            "backend": backend.name,
+            "files": result.files,
+            "precision": result.precision,
+            "target": target_dict(tgt),
+            "backend_info": result.extra,
+        }
+        if backend.available() is None:
+            return backend.load(Artifact(out, manifest), threads)
+        if result.portable_onnx is None:
+            raise EdgeDistillError(f"{backend.name} cannot run here and wrote no portable ONNX to check")
+        return ort.load(Artifact(out, {"backend": "onnxruntime", "files": [result.portable_onnx]}), threads)
+
+    def rank() -> list[dict]:
+        from edgedistill.exporter.sensitivity import rank_layers
+
+        log("below the gate: ranking layers by measured sensitivity (one layer quantized at a time)")
+        ranked = rank_layers(
+            src.onnx, ranges(), held, threads=threads or 1, output_range=tuple(src.spec.output_range),
+            symmetric_activations=backend.symmetric_int8,
+        )  # fmt: skip
+        return [vars(r) for r in ranked if r.name not in base]
+
+    can_rank = tgt.precision == "int8" and min_psnr is not None
+    outcome = run_gate(
+        compile_into, load, held, reference, src.spec.output_range, min_psnr, rank if can_rank else None, log
+    )
+    outcome.policy_kept = base
+    if outcome.result is not outcome.attempts[0].result:  # the fallback kept layers: what did it cost?
+        outcome.speed = speed_cost(outcome, load, held)
+    return outcome
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _manifest(
+    src: SourceModel,
+    tgt: Target,
+    outcome: GateOutcome,
+    calib: CalibrationSet | None,
+    held: CalibrationSet,
+    min_psnr: float | None,
+) -> dict[str, Any]:
+    result = outcome.result
+    return {
+        "format": 1,
+        "model": src.name,
+        "target": {
+            **target_dict(tgt),
+            "input_size": src.spec.default_size if src.spec.kind == "image" else None,
+        },
+        "backend": tgt.backend,
+        "precision": result.precision,
+        "files": result.files,
+        "spec": src.spec.to_dict(),
+        "macs": src.macs,
+        "params": src.params,
+        "quality": {
+            **outcome.quality.to_dict(),
+            "min_psnr": min_psnr,
+            "passed": outcome.passed,
+            "before_fallback": outcome.attempts[0].quality.to_dict(),
+        },
+        "kept_higher_precision": result.kept_higher_precision,
+        "gate": {
+            "attempts": [
+                {"kept": len(a.kept), "psnr_vs_fp32": round(a.quality.psnr_vs_fp32, 3)}
+                for a in outcome.attempts
+            ],
+            "sensitivity": outcome.ranking[:16],
+            "kept_by_target": outcome.policy_kept,
+            "kept_by_gate": [k for k in result.kept_higher_precision if k not in outcome.policy_kept],
+            "speed": outcome.speed,
+        },
+        "onnx": src.onnx_info,
+        "calibration": {
+            "source": (calib or held).source,
+            "samples": len(calib) if calib else 0,
+            "held_out": len(held),
+            "method": calib.method if calib else None,
+            "percentile": calib.percentile if calib and calib.method == "percentile" else None,
+        },
+        "portable_onnx": result.portable_onnx,
+        "backend_info": result.extra,
+        "notes": result.notes,
+    }
+
+
+def _io_layers(onnx_path: Path) -> list[str]:
+    """The first and last weighted layers: 3-channel 7x7 convs in most generators, where int8 kernels
+    are slow (few channels) and the error is most visible (the last one writes the pixels)."""
+    from edgedistill.onnxtools.qdq import quantizable_nodes
+
+    nodes = quantizable_nodes(onnx_path)
+    return list(dict.fromkeys([nodes[0], nodes[-1]])) if nodes else []
+
+
+def _teacher_name(model: str | Path, spec: GeneratorSpec) -> str | None:
+    cfg = spec.provenance.get("config") or {}
+    return cfg.get("teacher") or str(model)
+
+
+def _safe_recipe(load_recipe: Callable[[str], dict], teacher: str | None) -> dict:
+    if not teacher:
+        return {}
+    try:
+        return load_recipe(teacher) or {}
+    except EdgeDistillError:
+        return {}
+
+
+def _cache_dir() -> Path:
+    import os
+
+    root = os.environ.get("EDGEDISTILL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgedistill"
+    )
+    return Path(root) / "calibration"
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    return json.loads(json.dumps(d, default=str))
