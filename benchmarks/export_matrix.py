@@ -239,7 +239,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"Student: `{report['student']}` ({report['student_info']}), input {h}x{w}, batch 1, "
         f"{report['threads']} threads; calibration: {report['calibration']}.",
-        f"Machine: {mach['cpu']} ({mach['logical_cpus']} logical CPUs, shared), torch {v.get('torch')}, "
+        f"Machine: {mach['cpu']} (ISA {'+'.join(mach.get('isa') or ['?'])}, {mach['logical_cpus']} logical CPUs, "
+        f"shared), torch {v.get('torch')}, "
         f"onnxruntime {v.get('onnxruntime')}, openvino {v.get('openvino')}, nncf {v.get('nncf', '?')}.",
         f"Command: `{report['command']}` ({report['wall_s']:.0f} s wall).",
         f"Latency: one interleaved profile session over every runnable artifact ({report['min_time']} s each, "

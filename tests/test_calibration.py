@@ -53,11 +53,12 @@ def test_from_folder_resizes_crops_and_maps_range(tmp_path, rgb_spec):
     assert calib.method == "minmax" and str(folder) in calib.source
 
 
-def test_folder_with_fewer_images_warns(tmp_path, rgb_spec):
+def test_few_images_give_as_many_crops_as_asked(tmp_path, rgb_spec):
+    """A folder of a few images serves every sample asked for: seeded crops, spread over the images."""
     folder = _folder(tmp_path, n=3)
-    with pytest.warns(UserWarning, match="3 readable images"):
-        calib = build_calibration(rgb_spec, folder, 40, input_size=(8, 8))
-    assert len(calib) == 3
+    calib = build_calibration(rgb_spec, folder, 40, input_size=(8, 8))
+    x = calib.arrays["image"]
+    assert len(calib) == 40 and len({a.tobytes() for a in x}) == 40
 
 
 def test_noise_for_noise_generators(noise_spec):
@@ -128,7 +129,7 @@ def test_unreadable_images(tmp_path, rgb_spec):
     folder.mkdir()
     (folder / "a.png").write_bytes(b"not a png")
     (folder / "b.jpg").write_bytes(b"")
-    with pytest.raises(EdgeDistillError, match="none of the 2 image files"):
+    with pytest.raises(EdgeDistillError, match=r"no readable image \(2 image file"):
         build_calibration(rgb_spec, folder, 4)
 
 
@@ -143,9 +144,9 @@ def test_channel_mismatch(tmp_path, rgb_spec):
         build_calibration(rgb_spec, gray, 2, input_size=(8, 8))
     gray_spec = spec_for_family("resnet", {"ngf": 8, "n_blocks": 2, "input_nc": 1, "output_nc": 1})
     assert build_calibration(gray_spec, gray, 2, input_size=(8, 8)).arrays["image"].shape == (2, 1, 8, 8)
+    # a colouriser (1 -> 3 channels) calibrates on colour photos as it runs on them: as grayscale
     color = _folder(tmp_path, n=2, name="color")
-    with pytest.raises(EdgeDistillError, match="3-channel"):
-        build_calibration(gray_spec, color, 2, input_size=(8, 8))
+    assert build_calibration(gray_spec, color, 2, input_size=(8, 8)).arrays["image"].shape == (2, 1, 8, 8)
 
 
 def test_bad_method_and_percentile(rgb_spec, tmp_path):
@@ -198,3 +199,77 @@ def test_recipe_files_are_valid():
         recipe = load_recipe(name)
         assert recipe["teacher"] == name and recipe["method"] in ("minmax", "entropy", "percentile")
         json.dumps({k: v for k, v in recipe.items()})
+
+
+@pytest.fixture
+def recipes(tmp_path, monkeypatch):
+    """A recipe folder of our own in place of the shipped calibration/ (the lookup, not a runtime)."""
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    monkeypatch.setattr("edgedistill.data.calibration.data_dir", lambda _name: folder)
+    return folder
+
+
+def test_malformed_recipe_fails_naming_file_and_fault(recipes, noise_spec):
+    (recipes / "syntax.toml").write_text('teacher = "syntax"\nsource = "noise"\nmethod = "minmax\n')
+    (recipes / "unknown.toml").write_text('teacher = "unknown"\nsource = "noise"\nmethod = "kl"\n')
+    (recipes / "typo.toml").write_text('teacher = "typo"\nsource = "noise"\nmethd = "entropy"\n')
+    (recipes / "where.toml").write_text('teacher = "where"\nsource = "nowhere"\n')
+    cases = {
+        "syntax": r"syntax\.toml.*line 3",
+        "unknown": r"unknown\.toml.*method 'kl'",
+        "typo": r"typo\.toml.*'methd'",
+        "where": r"where\.toml.*source 'nowhere'",
+    }
+    for name, message in cases.items():
+        with pytest.raises(EdgeDistillError, match=message) as err:
+            build_calibration(noise_spec, None, 32, teacher=name)  # no silent fall back to noise/minmax
+        assert "\n" not in str(err.value)
+        if name != "where":  # its file parses: the source is checked when it is used
+            with pytest.raises(EdgeDistillError, match=message):
+                load_recipe(name)
+    (recipes / "fine.toml").write_text('teacher = "fine"\nsource = "noise"\nmethod = "entropy"\n')
+    assert load_recipe("fine")["method"] == "entropy"
+    assert build_calibration(noise_spec, None, 32, teacher="fine").arrays["z"].shape == (32, 16, 1, 1)
+
+
+def test_calibration_json_records_stable_facts_and_no_stale_path(tmp_path, rgb_spec):
+    """The ranges cache (an artifact's calibration.json) names no path, least of all a temp one;
+    a cache that names one (an older file) is not trusted when read back."""
+    import onnx
+
+    from edgedistill.exporter.onnx_export import export_onnx
+    from edgedistill.models import create
+    from edgedistill.onnxtools.qdq import TensorRanges, compute_ranges, quantize_qdq
+
+    folder = _folder(tmp_path, n=6)
+    calib = build_calibration(rgb_spec, folder, 6, input_size=(16, 16), method="minmax")
+    model = tmp_path / "m.onnx"
+    export_onnx(create("resnet", ngf=8, n_blocks=2).eval(), rgb_spec, model, size=(16, 16), dynamic=False)
+    ranges = compute_ranges(model, calib, tmp_path / "work", progress=False)
+    saved = json.loads(ranges.save(tmp_path / "calibration.json").read_text())
+
+    def strings(x):
+        if isinstance(x, dict):
+            return [s for v in x.values() for s in strings(v)]
+        return (
+            [s for v in x for s in strings(v)] if isinstance(x, list) else [x] if isinstance(x, str) else []
+        )
+
+    assert not [s for s in strings(saved) if "/" in s], saved  # no path: not the folder, not the work dir
+    facts = saved["meta"]["calibration"]
+    assert (
+        facts["plan"]["kind"] == "folder"
+        and facts["plan"]["fingerprint"] == calib.meta["plan"]["fingerprint"]
+    )
+    # an older cache naming a pre-processed model that is now something else: never used
+    decoy = tmp_path / "decoy.onnx"
+    other = create("resnet", ngf=4, n_blocks=1).eval()
+    export_onnx(other, rgb_spec, decoy, size=(16, 16), dynamic=False)
+    stale = {**saved, "preprocessed": str(decoy)}
+    (tmp_path / "old.json").write_text(json.dumps(stale))
+    back = TensorRanges.load(tmp_path / "old.json")
+    assert back.preprocessed is None
+    out = quantize_qdq(model, tmp_path / "q.onnx", back)
+    convs = [n for n in onnx.load(str(out)).graph.node if n.op_type == "Conv"]
+    assert len(convs) == len([n for n in onnx.load(str(model)).graph.node if n.op_type == "Conv"])

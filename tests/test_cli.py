@@ -1,6 +1,7 @@
 """The command line as a user runs it: real subprocesses, exit codes, one-line errors."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -9,9 +10,14 @@ import torch
 from edgedistill.models import create
 
 
-def edgedistill(*args, cwd=None):
+def edgedistill(*args, cwd=None, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "edgedistill", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+        [sys.executable, "-m", "edgedistill", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
     )
 
 
@@ -39,8 +45,17 @@ def test_inspect_table_and_macs_scale_with_size(tmp_path):
     small = json.loads(edgedistill("inspect", f"resnet:{path}", "--size", "64", "64", "--json").stdout)
     big = json.loads(edgedistill("inspect", f"resnet:{path}", "--size", "128", "128", "--json").stdout)
     assert big["macs"] == 4 * small["macs"]
-    r = edgedistill("inspect", f"resnet:{path}", "--size", "64", "64", "--top", "3")
-    assert r.returncode == 0 and "ConvTranspose2d" in r.stdout + "ConvTranspose2d" and "MACs" in r.stdout
+    wide = {**os.environ, "COLUMNS": "200"}  # one table row per line, whatever the terminal
+    r = edgedistill("inspect", f"resnet:{path}", "--size", "64", "64", "--top", "3", env=wide)
+    assert r.returncode == 0, r.stderr
+    # the header totals, then a table of exactly the 3 costliest layers, costliest first
+    assert f"params {small['params'] / 1e3:.2f}k  MACs {small['macs'] / 1e6:.2f}M" in r.stdout
+    rows = [[cell.strip() for cell in line.strip("│").split("│")] for line in r.stdout.splitlines()
+            if line.startswith("│")]  # fmt: skip
+    costliest = sorted(small["layers"], key=lambda layer: -layer["macs"])[:3]
+    assert [row[:2] for row in rows] == [[layer["name"], layer["type"]] for layer in costliest]
+    assert [row[4] for row in rows] == [f"{layer['macs'] / 1e6:.2f}M" for layer in costliest]
+    assert costliest[0]["macs"] > small["macs"] / 10 and len(small["layers"]) > 3
 
 
 def test_models_lists_families_and_teachers():

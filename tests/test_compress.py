@@ -24,11 +24,35 @@ def test_fingerprint_tracks_options_and_file_bytes(tmp_path):
     )
 
 
+def _untrained_students_psnr(opts: CompressOptions) -> float:
+    """The best PSNR vs the teacher that an undistilled student reaches on the report's held-out inputs:
+    random init, or the teacher's channels inherited but never trained (measured: 10.4 and 10.6 dB)."""
+    import numpy as np
+    import torch
+
+    from edgedistill.core.quality import psnr, to_unit
+    from edgedistill.data.heldout import heldout_inputs
+    from edgedistill.distiller.student import make_student
+    from edgedistill.models.loading import load_generator
+
+    teacher = load_generator(opts.teacher)
+    spec = teacher.spec
+    x = torch.from_numpy(heldout_inputs(opts.teacher, spec, None, max(opts.samples, 8), None, None))
+    with torch.no_grad():
+        ref = to_unit(teacher.module(x).numpy(), spec.output_range)
+        best = 0.0
+        for init in ("scratch", "inherit"):
+            student = make_student(teacher.module, spec, opts.width, init=init)[0].eval()
+            out = to_unit(student(x).numpy(), spec.output_range)
+            best = max(best, float(np.mean([psnr(a, b, 1.0) for a, b in zip(out, ref, strict=True)])))
+    return best
+
+
 @pytest.mark.slow
 def test_compress_digits_then_resume_skips_stages(tmp_path):
     out = tmp_path / "c"
     opts = CompressOptions(
-        teacher="digits-dcgan", targets=["x86-onnxruntime", "jetson-orin-nano"], out=out, width=0.25, steps=40, cache=64,
+        teacher="digits-dcgan", targets=["x86-onnxruntime", "jetson-orin-nano"], out=out, width=0.25, steps=80, cache=64,
         calib_size=32, threads=1, profile_seconds=0.5, samples=4,
     )  # fmt: skip
     logs: list[str] = []
@@ -37,11 +61,17 @@ def test_compress_digits_then_resume_skips_stages(tmp_path):
         assert (out / name).exists(), name
     names = [r["model"] for r in report["rows"]]
     assert names == ["teacher", "student", "onnxruntime int8", "jetson-orin-nano int8"]
-    row = report["rows"][2]
-    assert row["precision"] == "int8" and float(row["PSNR vs fp32 dB"]) >= 35
-    jetson = report["rows"][3]  # no TensorRT here: scored through its QDQ ONNX, not timed
-    assert jetson["p50 ms"] == "n/a" and float(jetson["PSNR vs teacher dB"]) > 5
-    assert float(report["rows"][1]["PSNR vs teacher dB"]) > 5
+    student, ort_int8, jetson = report["rows"][1:]
+    # Distillation taught the student something: 80 steps reach 12.8 dB vs the teacher, an untrained
+    # student 10.6 at best (and 40 steps only 11.5, which this bar refuses).
+    untrained = _untrained_students_psnr(opts)
+    assert float(student["PSNR vs teacher dB"]) > untrained + 1.0, (student, untrained)
+    # Both int8 artifacts hold the gate (measured: 53.1 and 46.0 dB vs fp32) and score as the student
+    # they were exported from (to 0.01 dB); TensorRT, absent here, through its Q/DQ ONNX, not timed.
+    for row in (ort_int8, jetson):
+        assert row["precision"] == "int8" and float(row["PSNR vs fp32 dB"]) >= opts.min_psnr, row
+        assert abs(float(row["PSNR vs teacher dB"]) - float(student["PSNR vs teacher dB"])) < 0.3, row
+    assert jetson["p50 ms"] == "n/a" and ort_int8["p50 ms"] != "n/a"
     saved = json.loads((out / "report.json").read_text())
     assert saved["rows"] == report["rows"]
 

@@ -71,6 +71,11 @@ def test_onnxruntime_int8_export_runs_and_holds_gate(tmp_path, tiny_resnet, phot
 
     ops = {n.op_type for n in onnx.load(str(out / m["files"][0])).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    # calibration.json names no path (the scratch dir it was measured in is gone): stable facts only
+    calib = json.loads((out / "calibration.json").read_text())
+    assert not calib.get("preprocessed") and str(tmp_path) not in json.dumps(calib)
+    assert calib["meta"]["calibration"]["plan"]["kind"] == "folder"
+    assert m["calibration"]["fingerprint"] == calib["meta"]["calibration"]["plan"]["fingerprint"]
 
 
 def test_openvino_int8_export_runs(tmp_path, tiny_resnet, photos):
@@ -99,6 +104,28 @@ def test_gate_engages_and_fallback_lifts_quality(tmp_path, tiny_resnet, photos):
         m["kept_higher_precision"]
     )
     assert m["gate"]["sensitivity"] and m["gate"]["speed"]["gated_ms"] > 0
+
+
+def test_openvino_gate_ranks_with_nncf_and_kept_layers_lift_openvino(tmp_path, tiny_resnet, photos):
+    """The OpenVINO gate ranks layers by what NNCF's INT8 does under OpenVINO, not by ORT's QDQ:
+    the layer it keeps first is one whose fp32 copy really lifts the OpenVINO artifact."""
+    common = dict(size=(32, 32), calib_data=photos, calib_size=16, holdout=4, threads=1, log=_quiet)
+    plain = export(tiny_resnet, "x86-openvino", tmp_path / "plain", min_psnr=None, **common)
+    # NNCF's INT8 hurts the first upsampling most here (kept in fp32: +1.7 dB under OpenVINO); the layer
+    # ORT's asymmetric QDQ ranks first lifts OpenVINO by under 0.5 dB, so one kept layer would not do.
+    demand = plain.manifest["quality"]["psnr_vs_fp32"] + 1.0
+    out = tmp_path / "gated"
+    export(tiny_resnet, "x86-openvino", out, min_psnr=demand, **common)
+    m = json.loads((out / "manifest.json").read_text())
+    q, gate = m["quality"], m["gate"]
+    assert q["before_fallback"]["psnr_vs_fp32"] < demand <= q["psnr_vs_fp32"]
+    assert gate["attempts"][1]["kept"] == 1 and gate["attempts"][1]["psnr_vs_fp32"] >= demand
+    assert "NNCF" in gate["ranked_by"] and "OpenVINO" in gate["ranked_by"]
+    top = gate["sensitivity"][0]
+    assert top["psnr_kept"] >= demand and top["lift_db"] >= 1.0
+    assert gate["kept_by_gate"] == [top["name"]] == m["kept_higher_precision"]
+    assert gate["attempts"][1]["psnr_vs_fp32"] == pytest.approx(top["psnr_kept"], abs=0.01)
+    assert gate["speed"]["gated_ms"] > 0
 
 
 def test_gate_that_cannot_hold_writes_nothing_unless_forced(tmp_path, tiny_resnet, photos):
@@ -203,3 +230,69 @@ def test_pruned_custom_module_run_exports(tmp_path):
         str(run), "x86-openvino", tmp_path / "ov", precision="fp32", size=(32, 32), threads=1, log=_quiet
     )
     assert r.manifest["onnx"]["max_abs_err"] < 1e-4 and r.manifest["quality"]["psnr_vs_fp32"] > 60
+
+
+@pytest.mark.parametrize(
+    ("recipe", "fault"),
+    [
+        ('source = "noise"\nmethod = "minmax\n', r"line 3"),
+        ('source = "noise"\nmethod = "kl"\n', "method 'kl'"),
+    ],
+)
+def test_malformed_teacher_recipe_stops_export(tmp_path, monkeypatch, recipe, fault):
+    """A broken calibration/<teacher>.toml is one clear error, not a silent minmax/random-input export."""
+    from safetensors.torch import save_file
+
+    from edgedistill.core.spec import spec_for_family
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "broken.toml").write_text(f'teacher = "broken"\n{recipe}')
+    monkeypatch.setattr("edgedistill.data.calibration.data_dir", lambda _name: recipes)
+    kwargs = {"nz": 16, "ngf": 8, "nc": 1, "image_size": 32}
+    spec = spec_for_family("dcgan", kwargs)
+    spec.provenance = {"config": {"teacher": "broken"}}
+    run = tmp_path / "run"
+    run.mkdir()
+    spec.save(run / "model.json")
+    save_file(create("dcgan", **kwargs).state_dict(), str(run / "generator.safetensors"))
+    with pytest.raises(EdgeDistillError, match=rf"broken\.toml.*{fault}"):
+        export(str(run), "x86-onnxruntime", tmp_path / "out", precision="fp32", threads=1, log=_quiet)
+    assert not (tmp_path / "out").exists()
+
+
+def test_fixed_size_student_program_export_says_static(tmp_path):
+    """A student .pt2 fixed at 32x32 exports at 32x32 for a dynamic-shape target, and says why."""
+    from edgedistill.core.spec import GeneratorSpec, TensorSpec
+    from edgedistill.distiller.student import save_pt2
+
+    class SizeBound(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+            self.bias = torch.nn.Parameter(torch.full((1, 3, 32, 32), 0.1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.tanh(x + self.conv(x) + self.bias)
+
+    io = ["N", 3, "H", "W"]
+    spec = GeneratorSpec(
+        "image", [TensorSpec("image", io)], [TensorSpec("output", io)], default_size=(32, 32)
+    )
+    run = tmp_path / "run"
+    save_pt2(SizeBound().eval(), (torch.rand(1, 3, 32, 32),), run / "student.pt2")
+    spec.save(run / "model.json")
+    lines: list[str] = []
+    r = export(str(run), "x86-onnxruntime", tmp_path / "ort", precision="fp32", threads=1, log=lines.append)
+    said = [line for line in lines if "exported with static shape 32x32 because" in line]
+    assert len(said) == 1 and said[0].startswith("warning:"), lines
+    assert r.manifest["onnx"]["static_reason"] in said[0] and r.manifest["onnx"]["dynamic"] is False
+    assert list(r.manifest["target"]["input_size"]) == [32, 32]
+    # a static-shape target of another default size: exported at the program's size, and said so
+    lines.clear()
+    r = export(str(run), "x86-openvino", tmp_path / "ov", precision="fp32", threads=1, log=lines.append)
+    assert any("static shape 32x32" in ln and "not the target's 256x256" in ln for ln in lines), lines
+    assert r.manifest["quality"]["psnr_vs_fp32"] > 60
+    with pytest.raises(EdgeDistillError, match=r"fixed at 32x32.*--size 32 32"):
+        export(str(run), "x86-onnxruntime", tmp_path / "o64", precision="fp32", size=(64, 64), threads=1,
+               log=_quiet)  # fmt: skip

@@ -118,12 +118,17 @@ def test_run_directory_with_model_json(tmp_path, small_resnet):
 
 
 def test_embedded_teachers_load():
-    from edgedistill.models.embedded import embedded_teachers
+    from edgedistill.models.embedded import EMBEDDED_DIR, embedded_teachers
+    from edgedistill.models.weights import read_safetensors
 
     teachers = embedded_teachers()
     assert {"photo-restore", "digits-dcgan"} <= set(teachers)
     for name in teachers:
         loaded = load_generator(name)
+        shipped = read_safetensors(EMBEDDED_DIR / name / "generator.safetensors")
+        state = loaded.module.state_dict()
+        assert set(state) == set(shipped), name  # the shipped weights, every one, not a fresh init
+        assert all(torch.equal(state[k].float(), v) for k, v in shipped.items()), name
         with torch.no_grad():
             y = loaded.module(
                 *loaded.spec.example_inputs(size=(64, 64) if loaded.spec.kind == "image" else None)

@@ -159,13 +159,7 @@ def test_load_errors_are_one_liners(tmp_path):
         load_feature_net(tiny_net(), channels=1)  # its first conv wants 3 channels
 
 
-def _shipped(teacher: str, meta: str) -> None:
-    if not (EMBEDDED_DIR / teacher / meta).exists():
-        pytest.skip(f"{teacher}/{meta} not trained yet (scripts/train_*.py writes it)")
-
-
 def test_photo_restore_feature_net():
-    _shipped("photo-restore", "features.json")
     from edgedistill.data.bundled import bundled_photos, center_crop
 
     meta = json.loads((EMBEDDED_DIR / "photo-restore" / "features.json").read_text())
@@ -180,7 +174,6 @@ def test_photo_restore_feature_net():
 
 
 def test_digits_feature_net():
-    _shipped("digits-dcgan", "classifier.json")
     net = load_feature_net("digits-dcgan")
     assert (net.name, net.channels, net.size) == ("digits-dcgan:digit_classifier", 1, (32, 32))
     assert net.embed(torch.rand(3, 1, 32, 32)).shape == (3, net.dim)

@@ -190,3 +190,44 @@ def test_node_for_op_names_layers(tmp_path):
     assert node_for_op(path, "Relu") == ["act"]
     assert node_for_op(onnx.load(str(path)), "Mul") == ["scale"]
     assert node_for_op(path, "Conv") == []
+
+
+class _SizeBound(nn.Module):
+    """A learned per-pixel bias: torch.export cannot keep H/W free, so its program is fixed at 32x32."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bias = nn.Parameter(torch.full((1, 3, 32, 32), 0.1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x + self.conv(x) + self.bias)
+
+
+def _program(tmp_path, module: nn.Module) -> nn.Module:
+    from edgedistill.distiller.student import save_pt2
+
+    path = save_pt2(module.eval(), (torch.rand(1, 3, 32, 32),), tmp_path / "student.pt2")
+    return torch.export.load(str(path)).module()
+
+
+def test_fixed_size_program_says_it_is_static(tmp_path):
+    """A .pt2 whose H/W torch.export had to fix is exported static, and says so; another size is refused."""
+    io = ["N", 3, "H", "W"]
+    spec = GeneratorSpec(
+        "image", [TensorSpec("image", io)], [TensorSpec("output", io)], default_size=(32, 32)
+    )
+    program = _program(tmp_path, _SizeBound())
+    report = export_onnx(program, spec, tmp_path / "m.onnx", size=(32, 32), dynamic=True)
+    assert report.dynamic is False
+    assert report.static_reason.startswith("exported with static shape 32x32 because")
+    assert report.input_shapes["image"][2:] == [32, 32]
+    with pytest.raises(EdgeDistillError, match=r"fixed at 32x32.*--size 32 32") as err:
+        export_onnx(program, spec, tmp_path / "m48.onnx", size=(48, 48), dynamic=True)
+    assert "\n" not in str(err.value)
+    # a program whose H/W stayed free exports dynamic, with nothing to say
+    free = _program(tmp_path, nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.Tanh()))
+    report = export_onnx(free, spec, tmp_path / "free.onnx", size=(32, 32), dynamic=True)
+    assert report.dynamic is True and report.static_reason is None
+    sess = ort.InferenceSession(str(tmp_path / "free.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {"image": np.zeros((1, 3, 40, 24), np.float32)})[0].shape == (1, 3, 40, 24)

@@ -1,25 +1,20 @@
 """`edgedistill profile` on real runtimes: torch eager, ONNX Runtime, OpenVINO (TensorRT skips here).
 
-A tiny ResNet generator (ngf 8, 2 blocks, 32x32) is saved as a torch run directory and exported
-as real artifacts; every test measures for a fraction of a second on one thread.
+The tiny ResNet generator of tests/conftest.py (32x32) as a torch run directory and as the artifacts
+a real export makes of it; every test measures for a fraction of a second on one thread.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from edgedistill.core.errors import EdgeDistillError
-from edgedistill.core.spec import spec_for_family
-from edgedistill.models import create
 from edgedistill.profiler.api import profile
 from edgedistill.runtime.report import ProfileReport
 
@@ -35,64 +30,16 @@ FAST = {
 }
 
 
-def _manifest(spec, backend, precision, files, target=None, extra=None, macs=None):
-    return {
-        "backend": backend,
-        "precision": precision,
-        "files": files,
-        "spec": spec.to_dict(),
-        "target": target or {"name": "test", "device": "CPU"},
-        "backend_info": extra or {},
-        "macs": macs,
-    }
-
-
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Path]:
-    """torch run directory + fp32 ONNX Runtime, OpenVINO and (engine-less) TensorRT artifacts."""
-    from safetensors.torch import save_file
-
-    from edgedistill.backends.openvino import OpenVinoBackend
-    from edgedistill.backends.tensorrt import TensorRtBackend
-    from edgedistill.core.targets import get_target
-    from edgedistill.exporter.manifest import target_dict
-    from edgedistill.metrics.complexity import measure_complexity
-
-    root = tmp_path_factory.mktemp("profile-models")
-    kwargs = {"ngf": 8, "n_blocks": 2}
-    net = create("resnet", **kwargs).eval()
-    spec = spec_for_family("resnet", kwargs, default_size=(SIZE, SIZE))
-    macs = measure_complexity(net, spec.example_inputs()).macs
-    student = root / "student"
-    student.mkdir()
-    spec.save(student / "model.json")
-    save_file(net.state_dict(), str(student / "generator.safetensors"))
-
-    ort_dir = root / "ort-fp32"
-    ort_dir.mkdir()
-    x = torch.rand(1, 3, SIZE, SIZE)
-    with warnings.catch_warnings():  # the legacy exporter's notes on InstanceNorm and Slice
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            net, (x,), str(ort_dir / "model.onnx"), input_names=["image"], output_names=["output"],
-            dynamic_axes={"image": {0: "N", 2: "H", 3: "W"}}, dynamo=False, opset_version=17,
-        )  # fmt: skip
-    (ort_dir / "manifest.json").write_text(
-        json.dumps(_manifest(spec, "onnxruntime", "fp32", ["model.onnx"], macs=macs))
-    )
-
-    out = {"student": student, "ort": ort_dir}
-    for name, backend, target_name, precision in (
-        ("ov", OpenVinoBackend(), "x86-openvino", "fp32"),
-        ("trt", TensorRtBackend(), "jetson-orin-nano", "fp16"),
-    ):
-        tgt = dataclasses.replace(get_target(target_name, precision), input_size=(SIZE, SIZE))
-        art = root / f"{name}-{precision}"
-        res = backend.compile(ort_dir / "model.onnx", tgt, None, art)
-        manifest = _manifest(spec, backend.name, res.precision, res.files, target_dict(tgt), res.extra, macs)
-        (art / "manifest.json").write_text(json.dumps(manifest))
-        out[name] = art
-    return out
+def models(tiny_generators, exported) -> dict[str, Path]:
+    """The tiny generator's torch run directory and what `edgedistill.export` made of it: fp32 ONNX
+    Runtime and OpenVINO artifacts, and a TensorRT one (without an engine where TensorRT is absent)."""
+    return {
+        "student": tiny_generators["resnet"],
+        "ort": exported("resnet", "x86-onnxruntime", "fp32"),
+        "ov": exported("resnet", "x86-openvino", "fp32"),
+        "trt": exported("resnet", "jetson-orin-nano", "fp16"),
+    }
 
 
 def test_torch_runner(models):
@@ -190,9 +137,9 @@ def test_cli_table_and_json(models, tmp_path):
     r = _cli(str(models["student"]), str(models["ov"]), "--threads", "1", "--min-time", "0.2", "-n", "5",
              "--layers", "3", "--no-roofline", "--json", str(tmp_path / "r.json"))  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert "p50" in r.stdout and "student" in r.stdout and "host-side wall time" in r.stdout
+    assert "p50" in r.stdout and models["student"].name in r.stdout and "host-side wall time" in r.stdout
     data = json.loads((tmp_path / "r.json").read_text())
-    assert [m["name"] for m in data["models"]] == ["student", "ov-fp32"]
+    assert [m["name"] for m in data["models"]] == [models["student"].name, models["ov"].name]
 
 
 @pytest.mark.parametrize(
@@ -211,6 +158,8 @@ def test_cli_bad_input_one_line_exit_2(models, args, message):
 
 
 def test_bare_onnx_file_reads_the_spec_from_its_metadata(models, tmp_path):
+    import onnx
+
     from edgedistill.exporter.onnx_export import export_onnx
     from edgedistill.models.loading import load_generator
 
@@ -221,8 +170,12 @@ def test_bare_onnx_file_reads_the_spec_from_its_metadata(models, tmp_path):
     m = report.models[0]
     assert (m.name, m.backend, m.precision) == ("g.onnx", "onnxruntime", "unknown")
     assert m.input_shapes == {"image": [1, 3, SIZE, SIZE]}
+    # The exported model with its spec metadata removed, and no manifest beside it: no spec anywhere
+    proto = onnx.load(str(models["ort"] / "model.onnx"))
+    assert any(p.key == "edgedistill.spec" for p in proto.metadata_props)
+    del proto.metadata_props[:]
     bare = tmp_path / "bare"
     bare.mkdir()
-    (bare / "m.onnx").write_bytes((models["ort"] / "model.onnx").read_bytes())  # no spec anywhere
+    onnx.save(proto, str(bare / "m.onnx"))
     with pytest.raises(EdgeDistillError, match="carries no generator spec"):
         profile(bare / "m.onnx", **FAST)

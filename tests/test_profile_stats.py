@@ -71,6 +71,22 @@ def test_rounds_time_the_call_and_run_until_min_time():
     assert capped.rounds < 10_000 and capped.wall_s < 1.0
 
 
+def test_measuring_time_excludes_the_collection_before_it():
+    """gc.collect() runs before the first round; in a process full of objects it takes a while, and
+    that time once counted toward min_time/max_time and the wall time."""
+    import gc
+
+    slow = [[object() for _ in range(50)] for _ in range(20_000)]  # ~1M objects for the collector
+    for _ in range(2):
+        slow = [slow, [slow]]  # cycles, so gc must traverse
+    t0 = time.perf_counter()
+    gc.collect()
+    collect_s = time.perf_counter() - t0
+    m = measure_rounds([(lambda _x: None, None)], iterations=1, min_time=0.0)
+    assert m.wall_s < collect_s / 2, (m.wall_s, collect_s)
+    del slow
+
+
 def test_ctrl_c_keeps_complete_rounds():
     calls_made = {"n": 0}
 

@@ -5,7 +5,6 @@ import importlib.util
 import json
 import subprocess
 import sys
-import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -15,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from edgedistill.core.spec import spec_for_family
-from edgedistill.models import create
+from edgedistill.core.targets import get_target
+from edgedistill.models.loading import load_generator
 
 TEMPLATE = Path(__file__).parents[1] / "edgedistill" / "ship" / "templates" / "run_model.py"
 BLOCK = "torch", "edgedistill", "PIL"  # what a bundled runner may not need
@@ -66,75 +65,41 @@ def one_line(r, message):
 
 
 # --------------------------------------------------------------------------------------- artifacts
-def write_artifact(out, net, spec, example, *, dynamic=True, backend="onnxruntime"):
-    """An artifact directory as `edgedistill export` writes one (contract 3), from a torch module."""
-    out.mkdir(parents=True)
-    in_name, out_name = spec.inputs[0].name, spec.outputs[0].name
-    axes = {0: "N", 2: "H", 3: "W"} if spec.kind == "image" else {0: "N"}
-    with warnings.catch_warnings():  # the legacy exporter's deprecation and folding chatter
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            net, (example,), str(out / "model.onnx"), input_names=[in_name], output_names=[out_name],
-            dynamic_axes={in_name: axes, out_name: axes} if dynamic else None, opset_version=17, dynamo=False,
-        )  # fmt: skip
-    files = ["model.onnx"]
-    if backend == "openvino":
-        import openvino as ov
-
-        ov.save_model(
-            ov.convert_model(str(out / "model.onnx")), str(out / "model.xml"), compress_to_fp16=False
-        )
-        (out / "model.onnx").unlink()
-        files = ["model.xml", "model.bin"]
-    target = {"name": f"x86-{backend}", "device": "CPU", "arch": "x86_64", "dynamic_shape": dynamic}
-    if not dynamic:
-        target["input_size"] = list(example.shape[2:])
-    manifest = {
-        "backend": backend,
-        "precision": "fp32",
-        "files": files,
-        "spec": spec.to_dict(),
-        "target": target,
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return out
-
-
-def amplified(net, gain):
-    """Default init fades the signal through eval-mode BatchNorm to a flat gray picture; a gain on the
-    convs keeps the output sensitive to its input, so a wrong pixel mapping or seed shows."""
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
-                m.weight.mul_(gain)
-    return net.eval()
+# Every artifact here is a real `edgedistill.export` of a tiny generator (tests/conftest.py), so `run`
+# and `bundle` read manifest.json as export writes it.
+@pytest.fixture(scope="module")
+def resnet(tiny_generators):
+    """The tiny image generator the artifacts were exported from: (torch module, spec)."""
+    loaded = load_generator(str(tiny_generators["resnet"]))
+    return loaded.module.eval(), loaded.spec
 
 
 @pytest.fixture(scope="module")
-def resnet():
-    torch.manual_seed(1)
-    net = amplified(create("resnet", ngf=8, n_blocks=2, norm="batch"), 2.0)
-    spec = spec_for_family("resnet", {"ngf": 8, "n_blocks": 2, "norm": "batch"}, default_size=(32, 32))
-    return net, spec
+def dcgan(tiny_generators):
+    loaded = load_generator(str(tiny_generators["dcgan"]))
+    return loaded.module.eval(), loaded.spec
 
 
 @pytest.fixture(scope="module")
-def dcgan():
-    torch.manual_seed(2)
-    kwargs = {"nz": 16, "ngf": 8, "nc": 1, "image_size": 32}
-    return amplified(create("dcgan", **kwargs), 3.0), spec_for_family("dcgan", kwargs)
+def ort_image(exported):
+    return exported("resnet", "x86-onnxruntime", "fp32")
 
 
 @pytest.fixture(scope="module")
-def ort_image(tmp_path_factory, resnet):
-    net, spec = resnet
-    return write_artifact(tmp_path_factory.mktemp("a") / "ort-image", net, spec, torch.rand(1, 3, 32, 32))
+def ort_noise(exported):
+    return exported("dcgan", "x86-onnxruntime", "fp32")
 
 
 @pytest.fixture(scope="module")
-def ort_noise(tmp_path_factory, dcgan):
-    net, spec = dcgan
-    return write_artifact(tmp_path_factory.mktemp("a") / "ort-noise", net, spec, torch.randn(2, 16, 1, 1))
+def ort_static(exported, tmp_path_factory):
+    """An ONNX Runtime artifact with a fixed 32x32 input: the shipped x86-onnxruntime profile with
+    dynamic_shape turned off, given to export as a .toml target."""
+    shipped = get_target("x86-onnxruntime").path
+    text = shipped.read_text()
+    assert "dynamic_shape = true" in text
+    profile = tmp_path_factory.mktemp("targets") / "x86-onnxruntime-static.toml"
+    profile.write_text(text.replace("dynamic_shape = true", "dynamic_shape = false"))
+    return exported("resnet", profile, "fp32")
 
 
 @pytest.fixture(scope="module")
@@ -179,9 +144,8 @@ def test_run_ort_image_artifact_without_torch_matches_torch(tmp_path, ort_image,
     assert np.abs(got - want).mean() < 0.05
 
 
-def test_run_static_artifact_resizes_and_compare_shows_both(tmp_path, resnet, photo):
-    net, spec = resnet
-    art = write_artifact(tmp_path / "static", net, spec, torch.rand(1, 3, 32, 32), dynamic=False)
+def test_run_static_artifact_resizes_and_compare_shows_both(tmp_path, resnet, ort_static, photo):
+    net, art = resnet[0], ort_static
     out = tmp_path / "cmp.png"
     r = edgedistill("run", str(art / "model.onnx"), "-i", str(photo), "-o", str(out), "--compare")
     assert r.returncode == 0, r.stderr
@@ -212,8 +176,6 @@ def test_run_torch_teacher_writes_seeded_grid(tmp_path):
     assert r.returncode == 0, r.stderr
     got = pixels(out)
     assert got.shape == (2 * 34 + 2, 2 * 34 + 2, 3)
-    from edgedistill.models.loading import load_generator
-
     teacher = load_generator("digits-dcgan").module
     z = np.random.default_rng(0).standard_normal((4, 64, 1, 1), dtype=np.float32)
     want = torch_pixels(teacher, z)[:, 0]
@@ -262,7 +224,8 @@ def test_bundle_runner_runs_standalone_and_agrees_with_run(tmp_path, ort_image, 
     r = edgedistill("bundle", str(ort_image), "--out", str(app))
     assert r.returncode == 0, r.stderr
     names = set(zipfile.ZipFile(app).namelist())
-    assert names == {"model.onnx", "manifest.json", "run_model.py", "requirements.txt", "README.md"}
+    assert names == {"model.onnx", "manifest.json", "run_model.py", "requirements.txt", "README.md",
+                     "cpp/main.cpp", "cpp/CMakeLists.txt"}  # fmt: skip
     unpacked = tmp_path / "unpacked"
     zipfile.ZipFile(app).extractall(unpacked)
     reqs = (unpacked / "requirements.txt").read_text()
@@ -326,20 +289,17 @@ def test_bundle_is_atomic_and_reproducible(tmp_path, ort_image):
 
 # --------------------------------------------------------------------------------------- openvino
 @pytest.fixture(scope="module")
-def ov_image(tmp_path_factory, resnet):
-    pytest.importorskip("openvino")
-    if not (Path(__file__).parents[1] / "edgedistill" / "backends" / "openvino.py").exists():
-        pytest.skip("edgedistill/backends/openvino.py is not written yet")
-    net, spec = resnet
-    d = tmp_path_factory.mktemp("a") / "ov-image"
-    return write_artifact(d, net, spec, torch.rand(1, 3, 32, 32), backend="openvino")
+def ov_image(exported):
+    return exported("resnet", "x86-openvino", "fp32")
 
 
-def test_openvino_artifact_run_and_bundle_agree_with_onnxruntime(tmp_path, ov_image, ort_image, photo):
+def test_openvino_artifact_run_and_bundle_agree_with_onnxruntime(tmp_path, ov_image, ort_static, photo):
+    # x86-openvino exports a fixed input size: both runs resize the photo to 32x32 the same way
     ov_out, ort_out = tmp_path / "ov.png", tmp_path / "ort.png"
     r = edgedistill("run", str(ov_image), "-i", str(photo), "-o", str(ov_out), block_torch=True)
     assert r.returncode == 0, r.stderr
-    assert edgedistill("run", str(ort_image), "-i", str(photo), "-o", str(ort_out)).returncode == 0
+    assert "resized/center-cropped to 32x32" in r.stdout and pixels(ov_out).shape == (32, 32, 3)
+    assert edgedistill("run", str(ort_static), "-i", str(photo), "-o", str(ort_out)).returncode == 0
     assert np.abs(pixels(ov_out) - pixels(ort_out)).max() <= 1  # fp32 really ran fp32, not bf16
     app = tmp_path / "ov.zip"
     assert edgedistill("bundle", str(ov_image), "-o", str(app)).returncode == 0
@@ -351,9 +311,10 @@ def test_openvino_artifact_run_and_bundle_agree_with_onnxruntime(tmp_path, ov_im
         "openvino>=" in (tmp_path / "u" / "requirements.txt").read_text()
         or "openvino\n" in (tmp_path / "u" / "requirements.txt").read_text()
     )
-    r = standalone(
-        tmp_path / "u" / "run_model.py", "--input", str(photo), "--output", "o.png", cwd=tmp_path / "u"
-    )
+    r = standalone(  # with Pillow: the static model needs the photo resized
+        tmp_path / "u" / "run_model.py", "--input", str(photo), "--output", "o.png", cwd=tmp_path / "u",
+        block=("torch", "edgedistill"),
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert np.abs(pixels(tmp_path / "u" / "o.png") - pixels(ov_out)).max() <= 1
 

@@ -78,6 +78,18 @@ def test_slim_students_fit_the_family_at_the_new_width(name, width, ngf):
         fresh.load_state_dict(student.state_dict())  # strict: same keys and shapes
         assert _run(student, x).shape == _run(teacher, x).shape
         assert new_spec.provenance["init"] == init
+        # the first layer sees every input channel, so an inherited filter is one of the teacher's
+        kept, theirs = _first_filters(student), _first_filters(teacher)
+        assert len(kept) == round(len(theirs) * width)
+        matches = (kept[:, None] == theirs[None]).all(-1).any(1)
+        assert matches.all() if init == "inherit" else not matches.any()
+
+
+def _first_filters(net: nn.Module) -> torch.Tensor:
+    """The first weighted layer's filters, one flattened row per output channel."""
+    layer = next(m for m in net.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d))
+    w = layer.weight if isinstance(layer, nn.Conv2d) else layer.weight.transpose(0, 1)
+    return w.detach().flatten(1)
 
 
 def _plant_dead_channels(net: nn.Module, shared: set[str]) -> None:

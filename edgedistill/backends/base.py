@@ -1,4 +1,4 @@
-"""The backend contract (DESIGN.md, contract 4): export and profile never branch on a runtime's name.
+"""The backend contract (contract 4 in docs/architecture.md): export and profile never branch on a runtime's name.
 
 A backend compiles an fp32 ONNX model for a target into files in an artifact directory, and loads
 an artifact into a Runner. Runtime code here imports only numpy (and the backend's own package,

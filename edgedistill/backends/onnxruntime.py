@@ -19,6 +19,7 @@ import logging
 import re
 import shutil
 import tempfile
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -180,8 +181,15 @@ class OrtRunner:
         self.input_names = [i.name for i in session.get_inputs()]
         self.output_names = [o.name for o in session.get_outputs()]
         self._dtypes = {i.name: _NUMPY.get(i.type, np.float32) for i in session.get_inputs()}
-        self._profile_dir = profile_dir
         self._layers: list[LayerTime] | None = None
+        # ORT's profile file lives in profile_dir: removed when layer_times() has read it, on close(),
+        # or when the runner is collected (or the process exits) without either.
+        self._cleanup = weakref.finalize(self, _end_profiling, session, profile_dir) if profile_dir else None
+
+    def close(self) -> None:
+        """End profiling and remove its temp dir now; layer_times() keeps what it had read."""
+        if self._cleanup is not None:
+            self._cleanup()
 
     @property
     def providers(self) -> list[str]:
@@ -199,15 +207,24 @@ class OrtRunner:
 
     def layer_times(self) -> list[LayerTime]:
         """Mean ms per inference of each node's kernel since load (ends profiling at the first call)."""
-        if self._profile_dir is None:
+        if self._cleanup is None:
             return []
         if self._layers is None:
+            if not self._cleanup.alive:  # closed before anything was read
+                return []
             path = self.session.end_profiling()
             try:
                 self._layers = parse_profile(json.loads(Path(path).read_text()))
             finally:
-                shutil.rmtree(self._profile_dir, ignore_errors=True)
+                self._cleanup()
         return list(self._layers)
+
+
+def _end_profiling(session: Any, profile_dir: str) -> None:
+    """Stop ORT writing into `profile_dir`, then remove it (a weakref.finalize callback: no self)."""
+    with contextlib.suppress(Exception):  # already ended: ORT returns "" and writes nothing more
+        session.end_profiling()
+    shutil.rmtree(profile_dir, ignore_errors=True)
 
 
 def parse_profile(events: list[dict[str, Any]]) -> list[LayerTime]:
@@ -407,6 +424,13 @@ def _fold_int8_pads(path: Path) -> None:
     from edgedistill.onnxtools.qdq_fold import fold_pads
 
     model = onnx.load_model(str(path))
-    if fold_pads(model):
-        onnx.checker.check_model(model)
-        write_atomic(path, lambda p: onnx.save_model(model, str(p)))
+    if not fold_pads(model):
+        return
+    try:  # the rewrite must be one ONNX Runtime runs, not only one the checker passes
+        import onnxruntime as ort
+
+        onnx.checker.check_model(model, full_check=True)
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception:  # keep the unfolded model: slower pads, but it runs
+        return
+    write_atomic(path, lambda p: onnx.save_model(model, str(p)))

@@ -137,6 +137,20 @@ class OpenVinoBackend:
             extra=extra,
         )
 
+    def layer_noise(
+        self,
+        onnx_path: Path,
+        model_xml: Path,
+        nodes: Sequence[str],
+        holdout: CalibrationSet,
+        threads: int = 1,
+    ) -> dict[str, float]:
+        """The error NNCF's INT8 in `model_xml` adds at each ONNX node (see openvino_convert): the
+        quality gate's cheap pre-rank for a backend that calibrates itself (takes_ranges False)."""
+        from edgedistill.backends.openvino_convert import layer_noise
+
+        return layer_noise(onnx_path, model_xml, nodes, holdout, threads)
+
     # ------------------------------------------------------------------------------ load
     def load(
         self, artifact: Artifact, threads: int | None = None, profile_layers: bool = False

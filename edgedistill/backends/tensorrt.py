@@ -36,7 +36,7 @@ from edgedistill.backends.tensorrt_build import (
     build_engine,
     trtexec_command,
 )
-from edgedistill.core.artifact import Artifact
+from edgedistill.core.artifact import Artifact, member_path
 from edgedistill.core.atomic import write_atomic, write_text_atomic
 from edgedistill.core.errors import EdgeDistillError
 from edgedistill.onnxtools.tensorrt_qdq import check_symmetric_qdq, prepare_for_tensorrt
@@ -201,7 +201,7 @@ def engine_path(artifact: Artifact) -> Path:
     if artifact.model_path.suffix in (".engine", ".plan") and artifact.model_path.exists():
         return artifact.model_path
     info = artifact.manifest.get("backend_info") or {}
-    candidate = artifact.dir / info.get("engine", ENGINE_FILE)
+    candidate = member_path(artifact.dir, info.get("engine", ENGINE_FILE))  # never an engine from outside
     if candidate.exists():
         return candidate
     trtexec = info.get("trtexec")

@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from edgedistill.core.artifact import member_path
 from edgedistill.core.atomic import write_atomic, write_text_atomic
 from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.jsonfile import read_json
@@ -55,6 +56,9 @@ def trtexec_command(plan: dict[str, Any]) -> list[str]:
 def read_plan(artifact_dir: Path) -> dict[str, Any]:
     missing = f"{artifact_dir} has no {BUILD_FILE}: give an artifact directory exported for a TensorRT target"
     plan = read_json(artifact_dir / BUILD_FILE, missing=missing, fix="re-run `edgedistill export`")
+    for key in ("onnx", "engine", "timing_cache"):  # files the build reads and writes: inside the artifact
+        if plan.get(key) is not None:
+            member_path(artifact_dir, plan[key], artifact_dir / BUILD_FILE)
     if not (artifact_dir / plan.get("onnx", "")).is_file():
         raise EdgeDistillError(f"{artifact_dir}: {plan.get('onnx')} named in {BUILD_FILE} is missing")
     return plan

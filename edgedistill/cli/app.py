@@ -107,6 +107,9 @@ def distill(
     data: Annotated[
         Path | None, typer.Option(help="image folder (or A/ + B/ pairs); default: the teacher's own set")
     ] = None,
+    val_data: Annotated[
+        Path | None, typer.Option(help="held-out image folder (default: a fixed tenth of --data)")
+    ] = None,
     steps: Annotated[int, typer.Option()] = 2000,
     batch: Annotated[int, typer.Option()] = 8,
     patch: Annotated[int, typer.Option(help="training crop size for image generators")] = 64,
@@ -141,7 +144,7 @@ def distill(
 
     cfg = DistillConfig(
         teacher=teacher, out=str(out), width=width, init=init, student_norm=student_norm,
-        data=str(data) if data else None, steps=steps, batch=batch, patch=patch, lr=lr, lr_d=lr,
+        data=str(data) if data else None, val_data=str(val_data) if val_data else None, steps=steps, batch=batch, patch=patch, lr=lr, lr_d=lr,
         lambda_pix=lambda_pix, lambda_feat=lambda_feat, lambda_adv=lambda_adv, lambda_gt=lambda_gt, pix_loss=pix_loss,
         feat_mode=feat_mode, gan_loss=gan_loss, ema=ema, cache=cache, seed=seed, threads=threads,
         checkpoint_every=checkpoint_every, sample_every=sample_every, feature_net=feature_net,
@@ -171,7 +174,9 @@ def main() -> None:
     try:
         app()
     except EdgeDistillError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape  # a message's "[addr]" is text, not a style tag to drop
+
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")

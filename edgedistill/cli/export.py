@@ -98,10 +98,32 @@ def export(
         calib_method=calib_method, holdout=holdout, min_psnr=min_psnr or None, force=force, threads=threads,
         kwargs=parse_kwargs(arg), weights=weights, log=lambda m: console.print(f"  {m}", highlight=False),
     )  # fmt: skip
-    print_summary(result.out, result.manifest, model)
+    print_summary(result.out, result.manifest, model, parse_kwargs(arg), weights)
 
 
-def print_summary(out: Path, m: dict, model: str) -> None:
+def profile_command(
+    out: Path, m: dict, model: str, kwargs: dict | None = None, weights: Path | None = None
+) -> str:
+    """The `edgedistill profile` line that compares this artifact with its teacher, runnable as
+    printed: a `module:Class` teacher keeps the --arg/--weights it was built with."""
+    config = ((m.get("spec") or {}).get("provenance", {}).get("config")) or {}
+    teacher = config.get("teacher")
+    if teacher and teacher != str(model):  # a student run: its teacher comes first
+        models, build = [teacher, str(model)], (config.get("model_kwargs") or {}, config.get("weights"))
+    else:
+        models, build = [str(model)], (kwargs or {}, weights)
+    words = ["edgedistill", "profile", *models, str(out)]
+    for key, value in build[0].items():
+        words += ["--arg", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+    if build[1]:
+        words += ["--weights", str(build[1])]
+    return " ".join(map(shlex.quote, words))
+
+
+def print_summary(
+    out: Path, m: dict, model: str, kwargs: dict | None = None, weights: Path | None = None
+) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from edgedistill.cli.console import console, human
@@ -147,10 +169,11 @@ def print_summary(out: Path, m: dict, model: str) -> None:
             highlight=False,
         )
         return
-    teacher = ((m.get("spec") or {}).get("provenance", {}).get("config") or {}).get("teacher")
-    models = [teacher] if teacher and teacher != str(model) else []
-    models += [str(model), str(out)]
-    console.print(f"next: [bold]edgedistill profile {' '.join(map(shlex.quote, models))}[/]", highlight=False)
+    console.print(
+        f"next: [bold]{escape(profile_command(out, m, model, kwargs, weights))}[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def build_engine(
@@ -170,4 +193,6 @@ def build_engine(
 
     engine = build(artifact, workspace_mb=workspace_mb, dla_core=dla_core)
     console.print(f"engine written: {engine}")
-    console.print(f"next: [bold]edgedistill profile {shlex.quote(str(artifact))}[/]", highlight=False)
+    console.print(
+        f"next: [bold]edgedistill profile {shlex.quote(str(artifact))}[/]", highlight=False, soft_wrap=True
+    )

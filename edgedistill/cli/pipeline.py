@@ -22,6 +22,9 @@ def compress(
     width: Annotated[float, typer.Option(help="student width (ngf x width)")] = 0.25,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("compressed"),
     data: Annotated[Path | None, typer.Option(help="image folder (default: the teacher's own set)")] = None,
+    val_data: Annotated[
+        Path | None, typer.Option(help="held-out image folder (default: a fixed tenth of --data)")
+    ] = None,
     steps: Annotated[int, typer.Option(help="distillation steps")] = 1000,
     cache: Annotated[int, typer.Option(help="teacher outputs precomputed for N inputs")] = 512,
     precision: Annotated[
@@ -33,19 +36,38 @@ def compress(
     threads: Annotated[int, typer.Option(help="threads for training, checks and profiling")] = 2,
     profile_seconds: Annotated[float, typer.Option(help="minimum measuring time per model")] = 4.0,
     force: Annotated[bool, typer.Option(help="redo every stage even when unchanged")] = False,
+    arg: Annotated[
+        list[str] | None, typer.Option("--arg", help="constructor argument k=v of a module:Class teacher")
+    ] = None,
+    weights: Annotated[Path | None, typer.Option(help="weights of a module:Class teacher")] = None,
+    student_norm: Annotated[
+        str | None,
+        typer.Option(
+            help="batch | instance (default: the teacher's; BatchNorm for an InstanceNorm teacher and INT8)"
+        ),
+    ] = None,
 ) -> None:
     """Distill TEACHER, export the student for each --target, profile them all side by side."""
-    from edgedistill.cli.console import console
+    from edgedistill.cli.console import console, parse_kwargs
+    from edgedistill.core.errors import EdgeDistillError
     from edgedistill.pipeline.compress import CompressOptions
     from edgedistill.pipeline.compress import compress as run
 
     opts = CompressOptions(
-        teacher=teacher, targets=list(target), out=out, width=width, steps=steps, data=data, cache=cache,
+        teacher=teacher, targets=list(target), out=out, width=width, steps=steps, data=data, val_data=val_data, cache=cache,
         precision=precision, size=size, calib_size=calib_size, min_psnr=min_psnr or None, threads=threads,
-        profile_seconds=profile_seconds, force=force,
+        profile_seconds=profile_seconds, force=force, kwargs=parse_kwargs(arg), weights=weights, student_norm=student_norm,
     )  # fmt: skip
     report = run(opts, log=lambda m: console.print(m, highlight=False))
     show_report(report)
+    for line in report.get("next", []):
+        console.print(f"next: {line}", highlight=False, soft_wrap=True, markup=False)
+    failed = report.get("failed") or {}
+    if failed:
+        raise EdgeDistillError(
+            f"{len(failed)} target(s) failed ({'; '.join(f'{k}: {v}' for k, v in failed.items())}); "
+            f"the other targets and the report are in {out}"
+        )
 
 
 def show_report(report: dict) -> None:

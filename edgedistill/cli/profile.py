@@ -64,9 +64,19 @@ def profile(
     ] = None,
     identity: Annotated[Path | None, typer.Option("--identity", "-i", help="ssh private key")] = None,
     remote_python: Annotated[str, typer.Option(help="Python on the device")] = "python3",
+    ssh_timeout: Annotated[
+        float | None, typer.Option(help="seconds one SSH step (copy, the run there) may take [default: 900]")
+    ] = None,
+    arg: Annotated[
+        list[str] | None,
+        typer.Option("--arg", help="constructor argument k=v of the first MODEL (module:Class teacher)"),
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="weights of the first MODEL when it is module:Class")
+    ] = None,
 ) -> None:
     """Time teacher, students and exported artifacts side by side, here or on a device over SSH."""
-    from edgedistill.cli.console import console
+    from edgedistill.cli.console import console, parse_kwargs
     from edgedistill.profiler.api import profile as run_profile
 
     report = run_profile(
@@ -74,6 +84,8 @@ def profile(
         iterations=iterations, min_time=min_time, max_time=max_time, layers=layers, size=size, batch=batch,
         seed=seed, inputs=inputs, cv_warn=cv_warn, roofline=roofline, ssh_options=ssh_option or (),
         identity=identity, remote_python=remote_python, json_path=json_out, md_path=md, plot_path=plot,
+        ssh_timeout=ssh_timeout,
+        kwargs=parse_kwargs(arg), weights=weights,
     )  # fmt: skip
     print_report(report, layers_shown=min(layers, 5))
     for label, path in (("JSON", json_out), ("Markdown", md), ("plot", plot)):

@@ -27,12 +27,24 @@ def run(
     input: Annotated[
         Path | None, typer.Option("--input", "-i", help="input image (image -> image generators)")
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="noise seed (noise generators; default 0)")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="noise seed (noise generators), or an inpainter's hole seed; default 0")
+    ] = None,
     count: Annotated[int, typer.Option(help="images to generate (noise generators): one grid")] = 1,
     threads: Annotated[int | None, typer.Option(help="inference threads")] = None,
     compare: Annotated[bool, typer.Option(help="write input | output side by side")] = False,
     size: Annotated[
         tuple[int, int] | None, typer.Option(help="resize/center-crop the input to H W first")
+    ] = None,
+    label: Annotated[
+        int | None,
+        typer.Option(help="class to generate (label-conditioned generators; default: each in turn)"),
+    ] = None,
+    mask: Annotated[
+        Path | None,
+        typer.Option(
+            help="inpainters: mask image of the input's size, white where missing (default: random holes)"
+        ),
     ] = None,
 ) -> None:
     """Run MODEL once on an image (or on noise) with the spec's preprocessing and save the picture."""
@@ -40,8 +52,9 @@ def run(
     from edgedistill.ship.run import run as run_once
 
     result = run_once(
-        model, output, input=input, seed=seed, count=count, threads=threads, compare=compare, size=size
-    )
+        model, output, input=input, seed=seed, count=count, threads=threads, compare=compare, size=size,
+        label=label, mask=mask,
+    )  # fmt: skip
     for note in result.notes:
         console.print(f"  {note}", highlight=False, soft_wrap=True)
     per = f", {result.ms / result.calls:.1f} ms per call" if result.calls > 1 else ""

@@ -35,6 +35,20 @@ def check_member_name(name: object, where: Path) -> str:
     return name
 
 
+def member_path(directory: Path, name: object, where: Path | None = None, links_ok: bool = False) -> Path:
+    """`directory / name` for a file the manifest names, refused when the name or a symbolic link
+    on the way leads outside `directory` (a clean manifest naming a link to ../secret is no better).
+    `links_ok`: the caller named the file itself (a bare model file), so its links are its own."""
+    where = where or directory / MANIFEST
+    path = directory / check_member_name(name, where)
+    if not links_ok and not path.resolve().is_relative_to(directory.resolve()):
+        raise EdgeDistillError(
+            f"{where}: manifest file entry {name!r} is a link that points outside the artifact directory: "
+            "re-run `edgedistill export` (an artifact holds its files, not links to files elsewhere)"
+        )
+    return path
+
+
 @dataclass
 class Artifact:
     """An artifact directory (contract 3): compiled model files + manifest.json."""
@@ -52,7 +66,10 @@ class Artifact:
 
     @property
     def model_path(self) -> Path:
-        return self.dir / self.manifest["files"][0]
+        # The name is checked here too: an Artifact may be built from a manifest that never went
+        # through read_manifest. Links are checked where a manifest is read and where files are
+        # shipped, not here: a model file the caller names directly may be a link of theirs.
+        return self.dir / check_member_name(self.manifest["files"][0], self.dir / MANIFEST)
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -76,7 +93,7 @@ def read_manifest(directory: Path) -> dict[str, Any]:
             f"{path}: 'files' must be a non-empty list of file names: re-run `edgedistill export`"
         )
     for name in files:
-        check_member_name(name, path)
+        member_path(directory, name, path)
     return manifest
 
 

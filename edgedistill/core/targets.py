@@ -52,7 +52,11 @@ def _parse(path: Path) -> Target:
         if raw.get("input_size") is not None:
             raw["input_size"] = tuple(raw["input_size"])
         target = Target(**raw, path=path)
-    except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+    except KeyError as exc:
+        raise EdgeDistillError(
+            f"{path}: not a valid target profile (missing key {exc}): add it, as the profiles in targets/ do"
+        ) from None
+    except (tomllib.TOMLDecodeError, TypeError) as exc:
         raise EdgeDistillError(f"{path}: not a valid target profile ({exc})") from None
     bad = [p for p in target.precisions if p not in PRECISIONS]
     if target.precision not in target.precisions or bad:

@@ -1,7 +1,9 @@
 """Building a calibration set: the inputs a quantizer measures activation ranges on.
 
-Sources: a folder of images (resized and center-cropped to the export size, mapped to the spec's
-input range), "noise" (standard normal z, for noise generators), a saved .npz set, or nothing:
+Sources: a folder of images (random crops at the export size, mapped to the spec's input range;
+an inpainter's get seeded holes and the mask channel, data/masks.py), "noise" (standard normal z,
+and for a label-conditioned generator one-hot labels, every class equally often), a saved .npz set
+holding an array per input, or nothing:
 then the teacher's recipe in calibration/<teacher>.toml says how (degraded crops of the bundled
 photos, or noise). Built sets are cached as .npz under a key of everything that shapes them.
 """
@@ -20,32 +22,74 @@ import numpy as np
 from edgedistill.core.calibset import CalibrationSet
 from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.resources import data_dir
-from edgedistill.core.spec import GeneratorSpec
+from edgedistill.core.spec import GeneratorSpec, one_hot
+from edgedistill.data.images import GRAY_MODES, IMAGE_SUFFIXES, list_images, paired_dirs, split_folder
+from edgedistill.data.masks import image_inputs
 
 METHODS = ("minmax", "entropy", "percentile")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 MIN_ADVISED = 32
-_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "La"}
+
+
+# What a recipe may say, and the type each key takes: anything else is a typo that would silently
+# fall back to a default (a misspelt `method` to minmax), so it is refused.
+RECIPE_KEYS: dict[str, tuple[type, ...]] = {
+    "teacher": (str,),
+    "source": (str,),
+    "size": (int,),
+    "crop": (list,),
+    "method": (str,),
+    "percentile": (int, float),
+    "seed": (int,),
+}
 
 
 def load_recipe(teacher: str | Path) -> dict[str, Any]:
     """calibration/<teacher>.toml; `teacher` may also be a student run whose config names its teacher."""
+    recipe = find_recipe(teacher)
+    if recipe is not None:
+        return recipe
+    known = ", ".join(p.stem for p in sorted(data_dir("calibration").glob("*.toml")))
+    raise EdgeDistillError(
+        f"no calibration recipe for '{teacher}' (recipes: {known}): give --calib-data FOLDER of input images"
+    )
+
+
+def find_recipe(teacher: str | Path) -> dict[str, Any] | None:
+    """The recipe as `load_recipe` finds it, None where there is none; a recipe that exists but is
+    malformed is an error naming the file and the fault, never a silent fall-back to defaults."""
     name = str(teacher)
     path = data_dir("calibration") / f"{Path(name).name}.toml"
     if path.is_file() and not Path(name).is_dir():
-        try:
-            recipe = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise EdgeDistillError(f"{path}: not a valid calibration recipe ({exc})") from None
-        recipe["_dir"] = str(path.parent)
-        return recipe
+        return _read_recipe(path)
     parent = _teacher_of_run(Path(name))
     if parent is not None and parent != name:
-        return load_recipe(parent)
-    known = ", ".join(p.stem for p in sorted(data_dir("calibration").glob("*.toml")))
-    raise EdgeDistillError(
-        f"no calibration recipe for '{name}' (recipes: {known}): give --calib-data FOLDER of input images"
-    )
+        return find_recipe(parent)
+    return None
+
+
+def _read_recipe(path: Path) -> dict[str, Any]:
+    try:
+        recipe = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise EdgeDistillError(f"{path}: TOML syntax error, {exc}: fix the recipe") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EdgeDistillError(f"{path}: cannot read the calibration recipe ({exc})") from None
+    for key, value in recipe.items():
+        types = RECIPE_KEYS.get(key)
+        if types is None:
+            raise EdgeDistillError(
+                f"{path}: unknown key '{key}' in the calibration recipe (keys: {', '.join(RECIPE_KEYS)})"
+            )
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise EdgeDistillError(f"{path}: key '{key}' must be {types[0].__name__}, not {value!r}")
+    if recipe.get("method", "minmax") not in METHODS:
+        raise EdgeDistillError(
+            f"{path}: method '{recipe['method']}' is not one of {', '.join(METHODS)}: fix the recipe"
+        )
+    if not 0 < recipe.get("percentile", 99.99) <= 100:
+        raise EdgeDistillError(f"{path}: percentile must be in (0, 100], not {recipe['percentile']}")
+    recipe["_dir"], recipe["_file"] = str(path.parent), str(path)
+    return recipe
 
 
 def build_calibration(
@@ -67,8 +111,11 @@ def build_calibration(
         raise EdgeDistillError(f"calibration percentile must be in (0, 100], not {percentile}")
     if size < 1:
         raise EdgeDistillError(f"calibration size must be at least 1, not {size}")
-    if len(spec.inputs) != 1:
-        raise EdgeDistillError(f"calibration handles single-input generators, not {len(spec.inputs)} inputs")
+    if len(spec.inputs) != (1 if spec.classes is None else 2):
+        raise EdgeDistillError(
+            f"calibration handles one input (two for a noise+label generator), not {len(spec.inputs)} "
+            f"inputs ({', '.join(t.name for t in spec.inputs)}): give --calib-data a .npz with one array per input"
+        )
     if size < MIN_ADVISED:
         warnings.warn(
             f"only {size} calibration samples: activation ranges from fewer than {MIN_ADVISED} are noisy "
@@ -80,7 +127,10 @@ def build_calibration(
     plan = _plan(spec, source, teacher, hw)
     key = _key(spec, plan, size, seed, hw)
     cached = Path(cache) / f"{key}.npz" if cache is not None else None
-    meta = {"key": key, "plan": {k: v for k, v in plan.items() if not k.startswith("_")}, "seed": seed}
+    # Stable facts only (kind, fingerprint, recipe): the meta travels into calibration.json, where a
+    # path (perhaps a temp folder, deleted by now) would be a promise a later run cannot check.
+    facts = {k: v for k, v in plan.items() if k not in ("path", "describe") and not k.startswith("_")}
+    meta = {"key": key, "plan": facts, "seed": seed}
     if cached is not None and cached.is_file():
         try:
             hit = CalibrationSet.load(
@@ -90,7 +140,7 @@ def build_calibration(
             return hit
         except EdgeDistillError:
             cached.unlink(missing_ok=True)  # a damaged cache is rebuilt, not trusted
-    arrays = {spec.inputs[0].name: _build(spec, plan, size, seed, hw)}
+    arrays = _build(spec, plan, size, seed, hw)
     calib = CalibrationSet(arrays, method=method, percentile=percentile, source=plan["describe"], meta=meta)
     if cached is not None:
         calib.save(cached)
@@ -126,19 +176,15 @@ def _plan(
             raise EdgeDistillError(
                 f"{path}: image calibration needs an image-to-image generator; this one eats {spec.kind}: use 'noise'"
             )
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = _folder_files(path)
         if not files:
             raise EdgeDistillError(
-                f"calibration folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}): add some"
+                f"calibration folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)}): add some"
             )
-        return {"kind": "folder", "path": str(path.resolve()), "describe": str(path), **_fingerprint(files)}
+        describe = f"{path} (training inputs of A/)" if paired_dirs(path) else str(path)
+        return {"kind": "folder", "path": str(path.resolve()), "describe": describe, **_fingerprint(files)}
     name = teacher or (spec.provenance.get("config") or {}).get("teacher") or spec.provenance.get("teacher")
-    recipe = None
-    if name:
-        try:
-            recipe = load_recipe(name)
-        except EdgeDistillError:
-            recipe = None
+    recipe = find_recipe(name) if name else None  # a malformed recipe raises: no silent fall-back
     if recipe is None:
         if spec.kind in ("noise", "noise+label"):
             return _noise_plan(spec)
@@ -158,7 +204,9 @@ def _plan(
     folder = Path(recipe["_dir"]) / src  # a recipe may name a folder beside it
     if src and folder.is_dir():
         return _plan(spec, folder, None, hw)
-    raise EdgeDistillError(f"calibration recipe for '{name}' has an unknown source '{src}'")
+    raise EdgeDistillError(
+        f"{recipe['_file']}: source '{src}' is neither noise, bundled-photos nor a folder beside the recipe"
+    )
 
 
 def _noise_plan(spec: GeneratorSpec) -> dict[str, Any]:
@@ -168,6 +216,14 @@ def _noise_plan(spec: GeneratorSpec) -> dict[str, Any]:
             "give --calib-data FOLDER of typical input images"
         )
     return {"kind": "noise", "describe": "standard normal noise"}
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """The images a folder calibrates with: all of a plain folder; of an A/ + B/ paired folder only
+    the training inputs of A/ (B/ holds targets, not inputs; the validation split stays unseen)."""
+    if paired_dirs(folder):
+        return [p.input for p in split_folder(folder).train]
+    return list_images(folder)
 
 
 def _fingerprint(files: list[Path]) -> dict[str, Any]:
@@ -188,31 +244,55 @@ def _key(spec: GeneratorSpec, plan: dict[str, Any], size: int, seed: int, hw: tu
         "input": [spec.inputs[0].name, spec.inputs[0].shape, list(spec.input_range)],
         "v": 1,
     }
+    if spec.mask_channel:  # added only where it applies: the keys of existing caches stay valid
+        blob["mask"] = {"fill": spec.mask_fill, "v": 1}  # v: data/masks.py's drawing
+    if spec.classes is not None:
+        blob["label"] = [spec.inputs[1].name, spec.classes]
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 # ------------------------------------------------------------------------------------------ builders
 def _build(
     spec: GeneratorSpec, plan: dict[str, Any], size: int, seed: int, hw: tuple[int, int] | None
-) -> np.ndarray:
+) -> dict[str, np.ndarray]:
+    """One array per model input, by name."""
     kind = plan["kind"]
     if kind == "noise":
-        shape = spec.input_shape(batch=size)
-        return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+        return _noise_inputs(spec, size, seed)
     if kind == "npz":
         loaded = CalibrationSet.load(plan["path"])
-        name = spec.inputs[0].name
-        if name not in loaded.arrays:
-            raise EdgeDistillError(f"{plan['path']} has no array '{name}' (has {', '.join(loaded.arrays)})")
-        return loaded.arrays[name][:size]
+        missing = [t.name for t in spec.inputs if t.name not in loaded.arrays]
+        if missing:
+            raise EdgeDistillError(
+                f"{plan['path']} has no array '{missing[0]}' (has {', '.join(loaded.arrays)})"
+            )
+        for t in spec.inputs:  # a wrong shape must fail here, not as the runtime's traceback
+            arr = loaded.arrays[t.name]
+            fixed = [(i, d) for i, d in enumerate(t.shape) if isinstance(d, int) and i > 0]
+            if arr.ndim != len(t.shape) or any(arr.shape[i] != d for i, d in fixed):
+                raise EdgeDistillError(
+                    f"{plan['path']}: array '{t.name}' has shape {list(arr.shape)} but the generator takes "
+                    f"{t.shape}: save the calibration arrays in that shape"
+                )
+        return {t.name: loaded.arrays[t.name][:size] for t in spec.inputs}
     assert hw is not None
-    channels = int(spec.inputs[0].shape[1])
+    channels = spec.image_channels
     if kind == "bundled-photos":
         pixels = _bundled_photo_inputs(size, seed, hw, channels)
     else:
         pixels = _folder_pixels(Path(plan["path"]), size, seed, hw, channels)
-    lo, hi = spec.input_range
-    return (pixels * (hi - lo) + lo).astype(np.float32)
+    return {spec.inputs[0].name: image_inputs(spec, pixels, seed)}
+
+
+def _noise_inputs(spec: GeneratorSpec, size: int, seed: int) -> dict[str, np.ndarray]:
+    """z ~ N(0, 1); a label-conditioned generator's labels after it from the same generator, every
+    class equally often (in a seeded order), so each class's activations reach the ranges."""
+    rng = np.random.default_rng(seed)
+    arrays = {spec.inputs[0].name: rng.standard_normal(spec.input_shape(batch=size), dtype=np.float32)}
+    if spec.classes is not None:
+        labels = rng.permutation(np.arange(size) % spec.classes)
+        arrays[spec.inputs[1].name] = one_hot(labels, spec.classes)
+    return arrays
 
 
 def _bundled_photo_inputs(n: int, seed: int, hw: tuple[int, int], channels: int) -> np.ndarray:
@@ -251,54 +331,66 @@ def _at_least(img: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 def _folder_pixels(folder: Path, n: int, seed: int, hw: tuple[int, int], channels: int) -> np.ndarray:
-    """Up to n images of the folder (a seeded random choice), resized + center-cropped, in [0, 1]."""
+    """n calibration inputs in [0, 1]: seeded random (H, W) crops at the images' native scale, spread
+    evenly over the readable images, so a folder of a few large photos yields as many samples as
+    asked (the teacher recipe takes many crops per photo too). Images smaller than the crop are
+    skipped; a folder where none is large enough fails with what it found."""
     from PIL import Image, UnidentifiedImageError
 
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    order = np.random.default_rng(seed).permutation(len(files))
-    out, unreadable = [], []
-    for idx in order:
-        if len(out) == n:
-            break
-        f = files[idx]
+    files = _folder_files(folder)
+    rng = np.random.default_rng(seed)
+    order = [files[i] for i in rng.permutation(len(files))]
+    h, w = hw
+    usable, unreadable, small = [], [], []
+    for f in order:
         try:
             with Image.open(f) as im:
-                have = 1 if im.mode in _GRAY_MODES else 3
-                if have != channels:
+                have = 1 if im.mode in GRAY_MODES else 3
+                if (
+                    have == 1 and channels == 3
+                ):  # colour photos feed a colouriser (as its gray input); not back
                     raise EdgeDistillError(
                         f"{f}: a {have}-channel ({im.mode}) image, but the generator takes {channels} channels: "
                         f"give --calib-data a folder of {'grayscale' if channels == 1 else 'color'} images"
                     )
-                out.append(_fit(im.convert("L" if channels == 1 else "RGB"), hw))
-        except (UnidentifiedImageError, OSError, ValueError):
+                (usable if im.height >= h and im.width >= w else small).append((f, im.size))
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            if isinstance(exc, Image.DecompressionBombError):  # not an OSError; a file to remove, not skip
+                raise EdgeDistillError(
+                    f"{f}: image too large to decode safely ({exc.args[0][:80]}…): remove it or re-save it smaller"
+                ) from None
             unreadable.append(f.name)
-    if not out:
+    if not usable:
+        largest = max(small, key=lambda t: t[1][0] * t[1][1])[1] if small else None
+        found = (
+            f"{len(small)} readable image(s), the largest {largest[0]}x{largest[1]}"
+            if largest
+            else "no readable image"
+        )
         raise EdgeDistillError(
-            f"none of the {len(files)} image files in {folder} could be read ({', '.join(unreadable[:3])} ...)"
+            f"{folder}: {found} ({len(files)} image file(s)); calibration crops {w}x{h} inputs: give images at "
+            f"least {w}x{h} or a smaller input --size"
         )
-    if unreadable:
-        warnings.warn(f"skipped {len(unreadable)} unreadable images in {folder}", UserWarning, stacklevel=3)
-    if len(out) < n:
-        warnings.warn(
-            f"{folder} has {len(out)} readable images, fewer than the {n} calibration samples asked for",
-            UserWarning,
-            stacklevel=3,
-        )
-    return np.stack(out)
+    for what, names in (("unreadable", unreadable), (f"smaller than {w}x{h}", [f.name for f, _ in small])):
+        if names:
+            warnings.warn(f"skipped {len(names)} {what} image(s) in {folder}", UserWarning, stacklevel=3)
+    out = np.empty((n, channels, h, w), np.float32)
+    for k, (f, (iw, ih)) in enumerate(usable):
+        picks = range(k, n, len(usable))  # sample i comes from image i mod len(usable)
+        if not picks:
+            break
+        with Image.open(f) as im:
+            pixels = _as_array(im.convert("L" if channels == 1 else "RGB"))
+        for i in picks:
+            top, left = int(rng.integers(ih - h + 1)), int(rng.integers(iw - w + 1))
+            out[i] = pixels[:, top : top + h, left : left + w]
+    return out
 
 
-def _fit(im: Any, hw: tuple[int, int]) -> np.ndarray:
-    """Resize so the image covers (H, W), then center-crop: (C, H, W) float32 in [0, 1]."""
-    from PIL import Image
-
-    h, w = hw
-    scale = max(h / im.height, w / im.width)
-    size = (max(w, round(im.width * scale)), max(h, round(im.height * scale)))
-    if size != im.size:
-        im = im.resize(size, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC)
-    left, top = (im.width - w) // 2, (im.height - h) // 2
-    arr = np.asarray(im.crop((left, top, left + w, top + h)), dtype=np.float32) / 255.0
-    return (arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)).copy()
+def _as_array(im: Any) -> np.ndarray:
+    """A PIL image as (C, H, W) float32 in [0, 1]."""
+    arr = np.asarray(im, dtype=np.float32) / 255.0
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
 def _teacher_of_run(path: Path) -> str | None:

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from edgedistill.core.atomic import write_atomic
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.data.images import GRAY_MODES
 from edgedistill.data.images import to_uint8 as pixels_to_uint8
 
 
@@ -31,11 +33,25 @@ def save_grid(rows: list[torch.Tensor], path: str | Path, pad: int = 2) -> Path:
     return write_atomic(path, lambda p: Image.fromarray(to_uint8(canvas)).save(p, format="PNG"))
 
 
-def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
-    """An image file as (C, H, W) float in [0, 1]."""
+def read_image(path: str | Path, channels: int = 3, what: str | None = None) -> torch.Tensor:
+    """An image file as (C, H, W) float in [0, 1]; an unreadable file is one EdgeDistillError line.
+
+    With `what` (the option it came from, e.g. "--data"), a grayscale file for a colour input is
+    refused as calibration refuses it: a gray photo would train a colour model on colourless input.
+    Colour for a gray input is converted (a colouriser learns from the colour photo's gray)."""
     mode = "L" if channels == 1 else "RGB"
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert(mode), dtype=np.float32) / 255.0
+    try:
+        with Image.open(path) as im:
+            if what and channels == 3 and im.mode in GRAY_MODES:
+                raise EdgeDistillError(
+                    f"{path}: a 1-channel ({im.mode}) image, but the generator takes 3 channels: "
+                    f"give {what} a folder of color images (or remove it)"
+                )
+            arr = np.asarray(im.convert(mode), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:  # a bomb is no OSError
+        raise EdgeDistillError(
+            f"{path}: not an image Pillow can read ({exc}): replace or remove it"
+        ) from None
     if arr.ndim == 2:
         arr = arr[..., None]
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()

@@ -18,14 +18,24 @@ from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.spec import GeneratorSpec
 from edgedistill.data.bundled import bundled_photos, degrade, digits_images, random_crops
 from edgedistill.data.imageio import read_image
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+from edgedistill.data.images import IMAGE_SUFFIXES, ImagePair, list_images, split_folder
+from edgedistill.data.masks import image_inputs
 
 
 @dataclass
 class Batch:
     inputs: torch.Tensor  # what the generators eat, already in the spec's input range
     real: torch.Tensor | None = None  # real images for D / ground truth, in the spec's output range
+    labels: torch.Tensor | None = None  # one-hot (N, classes): a label-conditioned generator's 2nd input
+
+    @property
+    def args(self) -> tuple[torch.Tensor, ...]:
+        """What a generator is called with: (inputs,), or (z, labels) for a label-conditioned one."""
+        return (self.inputs,) if self.labels is None else (self.inputs, self.labels)
+
+    def rows(self, idx: torch.Tensor | slice) -> Batch:
+        """The samples `idx` of inputs and labels; real images (drawn apart from them) as they are."""
+        return Batch(self.inputs[idx], self.real, None if self.labels is None else self.labels[idx])
 
 
 class DataSource(Protocol):
@@ -40,8 +50,19 @@ def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 97 + rank)
 
 
+def to_output(spec: GeneratorSpec, pixels01: torch.Tensor) -> torch.Tensor:
+    """Pixels in [0, 1] as the generator's outputs are: what D's real images and ground truth must be."""
+    lo, hi = spec.output_range
+    return pixels01 * (hi - lo) + lo
+
+
+def _one_hot(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    return F.one_hot(labels, classes).float()
+
+
 class NoiseSource:
-    """z ~ N(0, I) for unconditional generators; optional real images (e.g. the digits) for D."""
+    """z ~ N(0, I) for noise generators, with uniform one-hot class labels for label-conditioned
+    ones; optional real images (e.g. the digits) for D."""
 
     def __init__(self, spec: GeneratorSpec, seed: int, rank: int = 0, real: torch.Tensor | None = None):
         self.name, self.spec, self.seed, self.rank, self.real = "noise", spec, seed, rank, real
@@ -53,12 +74,19 @@ class NoiseSource:
         real = None
         if self.real is not None:
             real = self.real[torch.randint(len(self.real), (size,), generator=gen)]
-        return Batch(z, real)
+        classes = self.spec.classes
+        labels = (
+            None if classes is None else _one_hot(torch.randint(classes, (size,), generator=gen), classes)
+        )
+        return Batch(z, real, labels)
 
     def heldout(self) -> Batch:
+        """Fixed z; labels cycle through the classes, so every class is judged (and shown) alike."""
         gen = torch.Generator().manual_seed(10_000 + self.seed)
         z = torch.randn([self.heldout_count, *self.spec.input_shape(batch=1)[1:]], generator=gen)
-        return Batch(z, self.real)
+        classes = self.spec.classes
+        labels = None if classes is None else _one_hot(torch.arange(self.heldout_count) % classes, classes)
+        return Batch(z, self.real, labels)
 
 
 class PhotoRestoreSource:
@@ -71,81 +99,116 @@ class PhotoRestoreSource:
     def batch(self, step: int, size: int) -> Batch:
         gen = step_generator(self.seed, step, self.rank)
         clean = random_crops(self.photos, size, self.patch, gen)
-        return Batch(self.spec.to_input(degrade(clean, gen)), self.spec.to_input(clean))
+        return Batch(self.spec.to_input(degrade(clean, gen)), to_output(self.spec, clean))
 
     @functools.cache  # noqa: B019  (one source per run; the trainer and the evaluation share it)
     def heldout(self) -> Batch:
         gen = torch.Generator().manual_seed(20_000)
         clean = random_crops(bundled_photos("heldout"), 128, self.eval_size, gen)
-        return Batch(self.spec.to_input(degrade(clean, gen)), self.spec.to_input(clean))
+        return Batch(self.spec.to_input(degrade(clean, gen)), to_output(self.spec, clean))
 
 
 class ImageFolderSource:
-    """A folder of images (inputs only), or A/ and B/ subfolders of same-named pairs (input, target)."""
+    """A folder of images (inputs only), or A/ and B/ subfolders of same-named pairs (input, target).
+
+    Trains on the training split and evaluates on the validation split of `split_folder` (a fixed
+    tenth of the folder, or all of `val_data`): the split calibration and compress use too.
+    An inpainter's inputs get seeded holes (data/masks.py); its target is the crop without them.
+    """
 
     def __init__(
-        self, root: Path, spec: GeneratorSpec, seed: int, patch: int, rank: int = 0, eval_size: int = 128
+        self,
+        root: Path,
+        spec: GeneratorSpec,
+        seed: int,
+        patch: int,
+        rank: int = 0,
+        eval_size: int = 128,
+        val_data: Path | None = None,
     ):
         self.name, self.spec, self.seed, self.patch, self.rank = str(root), spec, seed, patch, rank
-        self.eval_size = eval_size
-        if not root.is_dir():
-            raise EdgeDistillError(f"--data {root} is not a directory of images")
-        a_dir, b_dir = root / "A", root / "B"
-        paired = a_dir.is_dir() and b_dir.is_dir()
-        files = _images(a_dir if paired else root)
-        if not files:
-            raise EdgeDistillError(f"--data {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        channels = spec.input_shape()[1]
-        self.inputs = [read_image(f, channels) for f in files]
-        self.targets = None
-        if paired:
-            missing = [f.name for f in files if not (b_dir / f.name).exists()]
-            if missing:
-                raise EdgeDistillError(f"--data {root}: B/ lacks the pairs of {', '.join(missing[:3])}")
-            self.targets = [read_image(b_dir / f.name, spec.outputs[0].shape[1]) for f in files]
-        small = [f.name for f, x in zip(files, self.inputs, strict=True) if min(x.shape[1:]) < patch]
+        split = split_folder(root, val_data)
+        self.train = [self._load(p) for p in split.train]
+        self.val = self.train if split.val is split.train else [self._load(p) for p in split.val]
+        small = [
+            p.input.name
+            for p, (x, _) in zip(split.train, self.train, strict=True)
+            if min(x.shape[1:]) < patch
+        ]
         if small:
             raise EdgeDistillError(
                 f"--data {root}: {small[0]} is smaller than the {patch}px patch; lower --patch"
             )
-        # the last image (or a tenth) is held out for evaluation when there are several
-        cut = max(1, len(files) - max(1, len(files) // 10)) if len(files) > 1 else 1
-        self.train_idx, self.eval_idx = list(range(cut)), list(range(cut, len(files))) or [0]
+        # held-out crops share one size, so images of different sizes stack
+        self.eval_size = min(eval_size, *(min(x.shape[1:]) for x, _ in self.val))
 
-    def _crops(self, idx: list[int], n: int, size: int, gen: torch.Generator) -> Batch:
+    def _load(self, pair: ImagePair) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(input, target) pixels in [0, 1]; a target must match its input's size to crop alike."""
+        x = read_image(pair.input, self.spec.image_channels, what="--data")
+        if pair.target is None:
+            return x, None
+        y = read_image(pair.target, int(self.spec.outputs[0].shape[1]))
+        want = tuple(self.spec.output_shape(tuple(x.shape[1:]))[2:])  # a super-resolver's target is larger
+        if tuple(y.shape[1:]) != want:
+            raise EdgeDistillError(
+                f"{pair.target} is {y.shape[2]}x{y.shape[1]} but its input {pair.input} is "
+                f"{x.shape[2]}x{x.shape[1]}: this generator's target for it is {want[1]}x{want[0]}"
+            )
+        return x, y
+
+    def _crops(
+        self, images: list[tuple[torch.Tensor, torch.Tensor | None]], n: int, size: int, gen: torch.Generator
+    ) -> Batch:
         xs, ys = [], []
         for _ in range(n):
-            i = idx[int(torch.randint(len(idx), (1,), generator=gen))]
-            x = self.inputs[i]
+            x, y = images[int(torch.randint(len(images), (1,), generator=gen))]
             h, w = x.shape[1:]
             s = min(size, h, w)
             top = int(torch.randint(h - s + 1, (1,), generator=gen))
             left = int(torch.randint(w - s + 1, (1,), generator=gen))
             xs.append(x[:, top : top + s, left : left + s])
-            if self.targets is not None:
-                ys.append(self.targets[i][:, top : top + s, left : left + s])
-        real = self.spec.to_input(torch.stack(ys)) if ys else None
-        return Batch(self.spec.to_input(torch.stack(xs)), real)
+            if y is not None:  # the target's crop covers the same content at its own scale
+                k = y.shape[1] // h
+                ys.append(y[:, k * top : k * (top + s), k * left : k * (left + s)])
+        pixels = torch.stack(xs)
+        real = to_output(self.spec, torch.stack(ys)) if len(ys) == n else None
+        if (
+            real is None
+            and self.spec.mask_channel
+            and self.spec.outputs[0].shape[1] == self.spec.image_channels
+        ):
+            # an inpainter's truth: the picture without its holes
+            real = to_output(self.spec, pixels)
+        seed = int(torch.randint(2**31, (1,), generator=gen)) if self.spec.mask_channel else 0
+        return Batch(torch.from_numpy(image_inputs(self.spec, pixels.numpy(), seed)), real)
 
     def batch(self, step: int, size: int) -> Batch:
-        return self._crops(self.train_idx, size, self.patch, step_generator(self.seed, step, self.rank))
+        return self._crops(self.train, size, self.patch, step_generator(self.seed, step, self.rank))
 
     @functools.cache  # noqa: B019  (one source per run; the trainer and the evaluation share it)
     def heldout(self) -> Batch:
-        return self._crops(self.eval_idx, 32, self.eval_size, torch.Generator().manual_seed(20_000))
-
-
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        return self._crops(self.val, 32, self.eval_size, torch.Generator().manual_seed(20_000))
 
 
 def make_source(
-    teacher_name: str, spec: GeneratorSpec, data: Path | None, seed: int, patch: int, rank: int = 0
+    teacher_name: str,
+    spec: GeneratorSpec,
+    data: Path | None,
+    seed: int,
+    patch: int,
+    rank: int = 0,
+    val_data: Path | None = None,
 ) -> DataSource:
     """The user's --data when given, else the teacher's default set; unconditional needs none."""
+    if val_data is not None and (spec.kind != "image" or data is None):
+        raise EdgeDistillError(
+            "--val-data holds out images of an image-to-image generator's --data: give --data too"
+            if spec.kind == "image"
+            else f"--val-data is for image-to-image generators; {teacher_name} eats {spec.kind}: leave it out"
+        )
     if spec.kind == "image":
         if data is not None:
-            return ImageFolderSource(Path(data), spec, seed, patch, rank)
+            return ImageFolderSource(Path(data), spec, seed, patch, rank, val_data=val_data)
         if teacher_name == "photo-restore":
             return PhotoRestoreSource(spec, seed, patch, rank)
         raise EdgeDistillError(
@@ -154,12 +217,17 @@ def make_source(
         )
     real = None
     if data is not None:
-        files = _images(Path(data)) if Path(data).is_dir() else []
-        if not files:
-            raise EdgeDistillError(f"--data {data} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        size = spec.default_size or spec.input_shape()[2:]
-        imgs = [read_image(f, spec.outputs[0].shape[1])[None] for f in files]
-        real = spec.to_input(torch.cat([F.interpolate(x, size=tuple(size), mode="area") for x in imgs]))
+        real = _real_images(Path(data), spec)
     elif teacher_name == "digits-dcgan":
         real = digits_images("train")[0]
     return NoiseSource(spec, seed, rank, real)
+
+
+def _real_images(folder: Path, spec: GeneratorSpec) -> torch.Tensor:
+    """A noise generator's --data: real images for D at the output size, in the output range."""
+    files = list_images(folder) if folder.is_dir() else []
+    if not files:
+        raise EdgeDistillError(f"--data {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    size = spec.default_size or spec.input_shape()[2:]
+    imgs = [read_image(f, int(spec.outputs[0].shape[1]))[None] for f in files]
+    return to_output(spec, torch.cat([F.interpolate(x, size=tuple(size), mode="area") for x in imgs]))

@@ -1,4 +1,4 @@
-"""`edgedistill.distill(...)`: teacher in, a student run directory out (contract 2 of DESIGN.md).
+"""`edgedistill.distill(...)`: teacher in, a student run directory out (contract 2 in docs/architecture.md).
 
 runs/NAME/  student.safetensors (or student.pt2) + model.json, config.json,
             checkpoints/last.pt, metrics.jsonl, samples/*.png, metrics.json
@@ -82,7 +82,13 @@ def build_parts(cfg: DistillConfig, teacher: LoadedGenerator, rank: int, source:
     example = spec.example_inputs(size=(cfg.patch, cfg.patch) if spec.kind == "image" else None)
     student, student_spec = make_student(t_net, spec, cfg.width, cfg.init, cfg.student_norm, example)
     source = source or make_source(
-        cfg.teacher, spec, Path(cfg.data) if cfg.data else None, cfg.seed, cfg.patch, rank
+        cfg.teacher,
+        spec,
+        Path(cfg.data) if cfg.data else None,
+        cfg.seed,
+        cfg.patch,
+        rank,
+        val_data=Path(cfg.val_data) if cfg.val_data else None,
     )
     parts = Parts(teacher=t_net, student=student.train(), spec=student_spec, source=source)
     if cfg.lambda_adv:

@@ -23,6 +23,7 @@ class DistillConfig:
     init: str = "inherit"  # inherit | scratch
     student_norm: str | None = None  # None keeps the teacher's (see README: batch folds into convs for INT8)
     data: str | None = None
+    val_data: str | None = None  # held-out image folder; None: a fixed tenth of --data (data/images.py)
     steps: int = 2000
     batch: int = 8
     patch: int = 64
@@ -77,4 +78,6 @@ class DistillConfig:
     def training_identity(self) -> dict[str, Any]:
         """The options a resumed run must share with the one it continues."""
         skip = {"steps", "checkpoint_every", "sample_every", "log_every", "threads", "out", "feature_net"}
+        if self.val_data is None:
+            skip.add("val_data")  # runs saved before the option existed still resume
         return {k: v for k, v in asdict(self).items() if k not in skip}

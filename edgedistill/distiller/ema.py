@@ -1,6 +1,9 @@
 """Exponential moving average of the student's weights: what gets evaluated and exported.
 
 GAN students oscillate; the average of their recent weights is smoother and scores better.
+Float buffers (BatchNorm's running mean and variance) are averaged with the same decay as the
+weights: the live model's statistics belong to the live weights, and copying them onto averaged
+weights pairs each layer with statistics of activations it never produced.
 """
 
 from __future__ import annotations
@@ -24,4 +27,7 @@ class EMA:
         torch._foreach_mul_(ema_params, d)
         torch._foreach_add_(ema_params, [p.detach() for p in model.parameters()], alpha=1 - d)
         for b_ema, b in zip(self.model.buffers(), model.buffers(), strict=True):
-            b_ema.copy_(b)
+            if b_ema.is_floating_point():
+                b_ema.lerp_(b, 1 - d)
+            else:
+                b_ema.copy_(b)  # counters, such as BatchNorm's num_batches_tracked

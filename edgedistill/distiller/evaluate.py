@@ -12,14 +12,16 @@ from torch import nn
 
 from edgedistill.core.quality import psnr, ssim
 from edgedistill.core.spec import GeneratorSpec
-from edgedistill.data.sources import DataSource
+from edgedistill.data.sources import Batch, DataSource
 from edgedistill.metrics.complexity import measure_complexity
 from edgedistill.metrics.feature_distance import FeatureNet, feature_distance
 
 
 @torch.no_grad()
-def run_batched(net: nn.Module, x: torch.Tensor, chunk: int = 16) -> torch.Tensor:
-    return torch.cat([net(part) for part in x.split(chunk)])
+def run_batched(net: nn.Module, x: torch.Tensor | Batch, chunk: int = 16) -> torch.Tensor:
+    """`net` on `x` (or on a batch's inputs and labels) `chunk` samples at a time."""
+    args = x.args if isinstance(x, Batch) else (x,)
+    return torch.cat([net(*parts) for parts in zip(*(a.split(chunk) for a in args), strict=True)])
 
 
 def evaluate_outputs(
@@ -64,7 +66,7 @@ def evaluate_student(
     size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     held = source.heldout()
-    y_t, y_s = run_batched(teacher, held.inputs), run_batched(student, held.inputs)
+    y_t, y_s = run_batched(teacher, held), run_batched(student, held)
     metrics = evaluate_outputs(spec, y_t, y_s, held.real, feature_net)
     probe = spec.example_inputs(size=size)
     t_cost, s_cost = measure_complexity(teacher, probe), measure_complexity(student, probe)

@@ -264,8 +264,15 @@ def _prune_module(
         ) from None
     if width < 1:
         _prune(student, width, example_inputs)
-        with torch.no_grad():
-            new_shape = _first(student(*example_inputs)).shape
+        try:
+            with torch.no_grad():
+                new_shape = _first(student(*example_inputs)).shape
+        except Exception as exc:  # torch-pruning cut one side of a join and not the other
+            raise EdgeDistillError(
+                f"torch-pruning left {type(teacher).__name__} inconsistent ({str(exc).splitlines()[0]}): it loses "
+                "channels through a .view/.reshape into a torch.cat (an embedding made (N, C, 1, 1)); write that "
+                "as .unsqueeze(-1).unsqueeze(-1), or keep every channel with width 1"
+            ) from None
         if new_shape != shape:
             raise EdgeDistillError(f"pruning changed the output shape {list(shape)} -> {list(new_shape)}")
     if init == "scratch":

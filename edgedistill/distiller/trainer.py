@@ -3,6 +3,10 @@
 One step: the teacher (or its cache) gives y_T and its features on a batch; D learns real (data,
 or y_T when there is none) vs the student's y_S; the student learns
     lambda_pix * pixel_kd(y_S, y_T) + lambda_feat * feature_kd + lambda_adv * g_loss(D(y_S)).
+
+Under DDP every rank must take the same branch, or one waits in a collective the others never
+join: whether a step is taken (all losses finite) and whether to stop (Ctrl-C) are agreed by
+all-reduce. A checkpoint is written only between steps, so it is always whole.
 """
 
 from __future__ import annotations
@@ -58,8 +62,8 @@ class Trainable(nn.Module):
         self.student = student
         self.feature_kd = feature_kd
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.student(x)
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return self.student(*args)
 
 
 class Trainer:
@@ -88,7 +92,7 @@ class Trainer:
             if cfg.cache
             else None
         )
-        self.fixed = parts.source.heldout().inputs[:4]
+        self.fixed = parts.source.heldout().rows(slice(0, 4))
         self.ckpt_path = run_dir / "checkpoints" / "last.pt"
 
     # ------------------------------------------------------------------------------ state
@@ -147,32 +151,69 @@ class Trainer:
             return self.cache.batch(step, self.cfg.batch)
         batch = self.p.source.batch(step, self.cfg.batch)
         with torch.no_grad(), FeatureTap(self.p.teacher, self.p.layers) as tap:
-            y_t = self.p.teacher(batch.inputs)
+            y_t = self.p.teacher(*batch.args)
             return batch, y_t, list(tap.features)
 
     def _d_input(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x, y], 1) if self.p.conditional_d else y
+        """A conditional D (pix2pix) sees input and output side by side; a super-resolver's input is
+        resized to its output first, so D judges the pair at the output's resolution."""
+        if not self.p.conditional_d:
+            return y
+        if x.shape[-2:] != y.shape[-2:]:
+            x = torch.nn.functional.interpolate(x, size=y.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.cat([x, y], 1)
 
-    def train_step(self) -> dict[str, float]:
-        cfg = self.cfg
+    def train_step(self) -> tuple[dict[str, float], bool]:
+        """One D step and one G step; returns the losses and whether the step was taken.
+
+        Not taken (nothing stepped) when a loss is non-finite on any rank: the caller rolls back.
+        """
         batch, y_t, t_feats = self._teacher(self.step)
         with FeatureTap(self.p.student, self.p.layers if self.p.feature_kd else []) as tap:
-            y_s = self.g_module(batch.inputs)
+            y_s = self.g_module(*batch.args)
             s_feats = list(tap.features)
         losses: dict[str, float] = {}
+        if not self._step_d(batch, y_t, y_s, losses):
+            return losses, False
+        total = self._g_loss(batch, y_t, y_s, s_feats, t_feats, losses)
+        if self._on_any_rank(not _finite(losses)):
+            return losses, False
+        self.opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt_g.step()
+        self.ema.update(self.p.student, self.step)
+        return losses, True
+
+    def _step_d(self, batch: Batch, y_t: torch.Tensor, y_s: torch.Tensor, losses: dict[str, float]) -> bool:
+        """D learns real vs the student's outputs; False (D untouched) when its loss is bad on any rank."""
         disc = self.p.discriminator
-        if disc is not None and self.opt_d is not None:
-            real = batch.real if batch.real is not None else y_t
-            disc.requires_grad_(True)
-            d_real = disc(self._d_input(batch.inputs, real))
-            d_fake = disc(self._d_input(batch.inputs, y_s.detach()))
-            loss_d = d_loss(d_real, d_fake, cfg.gan_loss)
+        if disc is None or self.opt_d is None:
+            return True
+        real = batch.real if batch.real is not None else y_t
+        disc.requires_grad_(True)
+        d_real = disc(self._d_input(batch.inputs, real))
+        d_fake = disc(self._d_input(batch.inputs, y_s.detach()))
+        loss_d = d_loss(d_real, d_fake, self.cfg.gan_loss)
+        losses["d"] = loss_d.item()
+        ok = not self._on_any_rank(not math.isfinite(losses["d"]))
+        if ok:
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self._average_d_grads()
             self.opt_d.step()
-            losses["d"] = loss_d.item()
-            disc.requires_grad_(False)
+        disc.requires_grad_(False)
+        return ok
+
+    def _g_loss(
+        self,
+        batch: Batch,
+        y_t: torch.Tensor,
+        y_s: torch.Tensor,
+        s_feats: list[torch.Tensor],
+        t_feats: list[torch.Tensor],
+        losses: dict[str, float],
+    ) -> torch.Tensor:
+        cfg, disc = self.cfg, self.p.discriminator
         total = torch.zeros(())
         if cfg.lambda_pix > 0:
             lp = pixel_kd(y_s, y_t, cfg.pix_loss)
@@ -191,13 +232,17 @@ class Trainer:
             total = total + cfg.lambda_adv * self._adv_ramp() * la
             losses["adv"] = la.item()
         losses["total"] = total.item()
-        if not all(math.isfinite(v) for v in losses.values()):
-            return losses
-        self.opt_g.zero_grad(set_to_none=True)
-        total.backward()
-        self.opt_g.step()
-        self.ema.update(self.p.student, self.step)
-        return losses
+        return total
+
+    def _on_any_rank(self, flag: bool) -> bool:
+        """`flag` or-ed over the ranks: a branch every rank must take alike (see the module doc)."""
+        if self.world == 1:
+            return flag
+        import torch.distributed as dist
+
+        agreed = torch.tensor([1.0 if flag else 0.0])
+        dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+        return bool(agreed.item())
 
     def _adv_ramp(self) -> float:
         """0 -> 1 over the first `adv_warmup` of the steps. A D (the teacher's, above all) judges a
@@ -218,49 +263,58 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ the loop
     def train(self) -> None:
-        cfg = self.cfg
+        """Run to `cfg.steps`. A first Ctrl-C ends the current step, saves and exits; a second
+        one exits at once without saving (the last whole checkpoint stays)."""
         if self.step == 0:
             self.save_checkpoint()  # step 0 is the first rollback point
-        rollbacks = 0
         columns = [
             TextColumn("[bold]distill"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[speed]}"), TimeRemainingColumn(),
         ]  # fmt: skip
         progress = Progress(*columns, console=self.console, disable=not self.main)
-        task = progress.add_task("distill", total=cfg.steps, completed=self.step, losses="", speed="")
-        t_last = time.perf_counter()
-        try:
-            with progress, _stop_on_sigint() as stop:
-                while self.step < cfg.steps and not stop.is_set():
-                    self._set_lr()
-                    t0 = time.perf_counter()
-                    losses = self.train_step()
-                    if not all(math.isfinite(v) for v in losses.values()):
-                        rollbacks += 1
-                        self._rollback(losses, rollbacks)
-                        continue
-                    rollbacks = 0
-                    self.step += 1
-                    self.wall_s += time.perf_counter() - t0
-                    if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                        its = cfg.log_every / max(time.perf_counter() - t_last, 1e-9)
-                        t_last = time.perf_counter()
-                        self._log(losses, its)
-                        shown = " ".join(f"{k}={v:.3g}" for k, v in losses.items())
-                        progress.update(task, losses=shown, speed=f"{its:.2f} it/s")
-                    progress.update(task, completed=self.step)
-                    if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                        self.save_checkpoint()
-                    if self.main and (self.step % cfg.sample_every == 0 or self.step == cfg.steps):
-                        self.save_samples()
-                if stop.is_set():
-                    raise KeyboardInterrupt
-        except KeyboardInterrupt:  # between steps (the handler waits for the step to end), so state is whole
-            self.save_checkpoint()
+        with progress, _stop_on_sigint() as stop:
+            try:
+                self._loop(stop, progress)
+                if self.step < self.cfg.steps:  # stopped by the first Ctrl-C, between two steps
+                    self.save_checkpoint()
+            except KeyboardInterrupt:  # inside a step (second Ctrl-C): its state may be half-stepped
+                raise EdgeDistillError(
+                    f"interrupted during step {self.step + 1}: stopped without saving it; the last "
+                    f"complete checkpoint stays in {self.ckpt_path.parent}; continue with the same "
+                    "command and --resume"
+                ) from None
+        if self.step < self.cfg.steps:
             raise EdgeDistillError(
                 f"interrupted at step {self.step}: checkpoint saved in {self.ckpt_path.parent}; "
                 "continue with the same command and --resume"
-            ) from None
+            )
+
+    def _loop(self, stop: threading.Event, progress: Progress) -> None:
+        cfg = self.cfg
+        task = progress.add_task("distill", total=cfg.steps, completed=self.step, losses="", speed="")
+        rollbacks, t_last = 0, time.perf_counter()
+        while self.step < cfg.steps and not self._on_any_rank(stop.is_set()):
+            self._set_lr()
+            t0 = time.perf_counter()
+            losses, taken = self.train_step()
+            if not taken:
+                rollbacks += 1
+                self._rollback(losses, rollbacks)
+                continue
+            rollbacks = 0
+            self.step += 1
+            self.wall_s += time.perf_counter() - t0
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                its = cfg.log_every / max(time.perf_counter() - t_last, 1e-9)
+                t_last = time.perf_counter()
+                self._log(losses, its)
+                shown = " ".join(f"{k}={v:.3g}" for k, v in losses.items())
+                progress.update(task, losses=shown, speed=f"{its:.2f} it/s")
+            progress.update(task, completed=self.step)
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                self.save_checkpoint()
+            if self.main and (self.step % cfg.sample_every == 0 or self.step == cfg.steps):
+                self.save_samples()
 
     def _rollback(self, losses: dict[str, float], count: int) -> None:
         if count > MAX_ROLLBACKS:
@@ -274,8 +328,9 @@ class Trainer:
         self.lr_scale = state["lr_scale"] * 0.5
         self._set_lr()
         if self.main:
+            where = "" if not _finite(losses) else " on another rank"
             self.console.print(
-                f"[yellow]loss became non-finite at step {bad_step}: rolled back to step {self.step}, "
+                f"[yellow]loss became non-finite{where} at step {bad_step}: rolled back to step {self.step}, "
                 f"learning rates x{self.lr_scale:g}[/]"
             )
             self._append_metrics(
@@ -300,10 +355,11 @@ class Trainer:
     def save_samples(self) -> Path:
         """teacher | student (EMA) | |diff| x4 (and the input first, for image generators)."""
         spec = self.p.spec
-        x = self.fixed
-        y_t, y_s = spec.to_pixels(self.p.teacher(x)), spec.to_pixels(self.ema.model(x))
+        x = self.fixed.inputs[:, : spec.image_channels] if spec.kind == "image" else self.fixed.inputs
+        args = self.fixed.args
+        y_t, y_s = spec.to_pixels(self.p.teacher(*args)), spec.to_pixels(self.ema.model(*args))
         rows = [y_t, y_s, ((y_t - y_s).abs() * 4).clamp(0, 1)]
-        if spec.kind == "image" and x.shape[1] in (1, 3):
+        if spec.kind == "image" and x.shape[1] in (1, 3):  # an inpainter's shows its holes, not its mask
             rows.insert(
                 0,
                 spec.to_pixels(x)
@@ -315,7 +371,8 @@ class Trainer:
 
 @contextlib.contextmanager
 def _stop_on_sigint() -> Iterator[threading.Event]:
-    """First Ctrl-C asks the loop to stop after the current step; a second one stops at once."""
+    """First Ctrl-C asks the loop to stop after the current step; a second one raises
+    KeyboardInterrupt wherever the step is, and the trainer then saves nothing."""
     stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield stop
@@ -331,6 +388,10 @@ def _stop_on_sigint() -> Iterator[threading.Event]:
         yield stop
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _finite(losses: dict[str, float]) -> bool:
+    return all(math.isfinite(v) for v in losses.values())
 
 
 def _decay(step: int, steps: int) -> float:

@@ -24,10 +24,22 @@ from edgedistill.core.calibset import CalibrationSet
 from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.spec import GeneratorSpec
 from edgedistill.core.targets import Target, get_target
-from edgedistill.exporter.gate import GateOutcome, reference_outputs, run_gate, speed_cost
+from edgedistill.exporter.gate import (
+    Attempt,
+    GateOutcome,
+    measure_quality,
+    reference_outputs,
+    run_gate,
+    speed_cost,
+)
 from edgedistill.exporter.manifest import target_dict, write_manifest
 
 DEFAULT_MIN_PSNR = 35.0
+RANKED_BY_QDQ = "ONNX Runtime QDQ INT8, one layer in int8 at a time"
+RANKED_BY_PROBES = (  # OpenVINO: NNCF's INT8, measured under OpenVINO
+    "the backend's own INT8 (OpenVINO: NNCF), measured in its runtime: the error each layer adds in "
+    "the plain artifact, then the top layers compiled with that one kept at higher precision"
+)
 
 
 @dataclass
@@ -109,22 +121,38 @@ def _fp32_onnx(
     path = scratch / "model.fp32.onnx"
     if str(model).endswith(".onnx"):
         return _from_onnx(Path(model), path)
-    from edgedistill.exporter.onnx_export import export_onnx
+    from edgedistill.exporter.onnx_export import export_onnx, program_input_size
     from edgedistill.metrics.complexity import measure_complexity
     from edgedistill.models.loading import load_generator
 
     loaded = load_generator(model, kwargs=kwargs, weights=weights)
     spec = loaded.spec
-    size = None if spec.kind != "image" else size or tgt.input_size or spec.default_size
+    fixed = program_input_size(loaded.module) if spec.kind == "image" else None
+    given = size
+    size = None if spec.kind != "image" else size or fixed or tgt.input_size or spec.default_size
     report = export_onnx(loaded.module, spec, path, size=size, dynamic=tgt.dynamic_shape, opset=opset)
     log(
         f"ONNX: opset {report.opset}, {report.n_nodes} nodes, parity vs torch max |err| {report.max_abs_err:.2e}"
     )
+    report.static_reason = report.static_reason or _not_target_size(fixed if not given else None, tgt)
+    if report.static_reason:
+        log(f"warning: {report.static_reason}")
     cost = measure_complexity(loaded.module, spec.example_inputs(size=size))
     if spec.kind == "image" and size:
         spec.default_size = tuple(size)  # type: ignore[assignment]
     info = {k: v for k, v in vars(report).items() if k != "path"}
     return SourceModel(str(model), spec, path, _jsonable(info), cost.macs, cost.params)
+
+
+def _not_target_size(fixed: tuple[int, int] | None, tgt: Target) -> str | None:
+    """Why a fixed-size program, exported at its own size unasked, is not at the target's size."""
+    if not fixed or not tgt.input_size or tuple(tgt.input_size) == fixed:
+        return None
+    h, w = tgt.input_size
+    return (
+        f"exported with static shape {fixed[0]}x{fixed[1]} because the generator is a torch.export program "
+        f"(.pt2) saved with its input fixed at that size, not the target's {h}x{w}"
+    )
 
 
 def _from_onnx(given: Path, path: Path) -> SourceModel:
@@ -155,13 +183,13 @@ def _calibration(
     threads: int | None,
 ) -> tuple[CalibrationSet | None, CalibrationSet]:
     """Calibration samples (int8 only) and held-out samples for the gate, from one source."""
-    from edgedistill.data.calibration import MIN_ADVISED, build_calibration, load_recipe
+    from edgedistill.data.calibration import MIN_ADVISED, build_calibration, find_recipe
 
     spec = src.spec
     size = tuple(spec.default_size) if spec.kind == "image" and spec.default_size else None
     needs_calib = tgt.precision == "int8"
     teacher = _teacher_name(model, spec)
-    recipe = _safe_recipe(load_recipe, teacher)
+    recipe = (find_recipe(teacher) if teacher else None) or {}  # a malformed one raises, naming itself
     method = calib_method or recipe.get("method", "minmax")
     percentile = float(recipe.get("percentile", 99.99))
     count = (calib_size if needs_calib else 0) + holdout
@@ -230,12 +258,16 @@ def _compile_and_gate(
     if base:
         log(f"target keeps its first and last layers at higher precision: {', '.join(base)}")
 
+    compiled: dict[tuple[str, ...], tuple[CompileResult, Path]] = {}
+
     def compile_into(keep: Sequence[str], tag: str) -> tuple[CompileResult, Path]:
-        out = scratch / f"attempt-{tag}"
-        out.mkdir()
-        extra = {"ranges": ranges()} if backend.takes_ranges and tgt.precision == "int8" else {}
-        keep = [*base, *(k for k in keep if k not in base)]
-        return backend.compile(src.onnx, tgt, calib, out, keep_higher=keep, **extra), out
+        key = (*base, *(k for k in keep if k not in base))
+        if key not in compiled:  # a ranking probe and the gate's attempt with the same layers: one compile
+            out = scratch / f"attempt-{tag}"
+            out.mkdir()
+            extra = {"ranges": ranges()} if backend.takes_ranges and tgt.precision == "int8" else {}
+            compiled[key] = backend.compile(src.onnx, tgt, calib, out, keep_higher=list(key), **extra), out
+        return compiled[key]
 
     def load(result: CompileResult, out: Path) -> Runner:
         manifest = {
@@ -251,9 +283,17 @@ def _compile_and_gate(
             raise EdgeDistillError(f"{backend.name} cannot run here and wrote no portable ONNX to check")
         return ort.load(Artifact(out, {"backend": "onnxruntime", "files": [result.portable_onnx]}), threads)
 
-    def rank() -> list[dict]:
+    def probe(name: str) -> float:
+        result, out = compile_into([name], f"probe{len(compiled)}")
+        return measure_quality(load(result, out), held, reference, src.spec.output_range).psnr_vs_fp32
+
+    def rank(plain: Attempt) -> list[dict]:
+        if not backend.takes_ranges:  # it calibrates itself (NNCF): QDQ on our ranges is not what runs
+            shared["ranked_by"] = RANKED_BY_PROBES
+            return _rank_by_compiling(backend, src, plain, base, held, threads or 1, min_psnr, probe, log)
         from edgedistill.exporter.sensitivity import rank_layers
 
+        shared["ranked_by"] = RANKED_BY_QDQ
         log("below the gate: ranking layers by measured sensitivity (one layer quantized at a time)")
         ranked = rank_layers(
             src.onnx, ranges(), held, threads=threads or 1, output_range=tuple(src.spec.output_range),
@@ -266,9 +306,36 @@ def _compile_and_gate(
         compile_into, load, held, reference, src.spec.output_range, min_psnr, rank if can_rank else None, log
     )
     outcome.policy_kept = base
+    outcome.ranked_by = shared.get("ranked_by")
     if outcome.result is not outcome.attempts[0].result:  # the fallback kept layers: what did it cost?
         outcome.speed = speed_cost(outcome, load, held)
     return outcome
+
+
+def _rank_by_compiling(
+    backend: Any,
+    src: SourceModel,
+    plain: Attempt,
+    base: list[str],
+    held: CalibrationSet,
+    threads: int,
+    stop_at: float | None,
+    probe: Callable[[str], float],
+    log: Callable[[str], None],
+) -> list[dict]:
+    """The ranking for a backend that quantizes with its own calibration (OpenVINO's NNCF): the error
+    its plain INT8 adds at each layer (`backend.layer_noise`, one pass) picks which layers to compile
+    keeping just that one at higher precision; their measured lift ranks them."""
+    from edgedistill.exporter.sensitivity import MAX_PROBES, rank_by_probes
+    from edgedistill.onnxtools.qdq import quantizable_nodes
+
+    names = [n for n in quantizable_nodes(src.onnx) if n not in base]
+    log(
+        f"below the gate: ranking layers with {backend.name}'s own INT8 (the error each adds, then up to "
+        f"{MAX_PROBES} compiled with that one kept at higher precision)"
+    )
+    noise = backend.layer_noise(src.onnx, plain.out_dir / plain.result.files[0], names, held, threads)
+    return rank_by_probes(src.onnx, names, noise, probe, plain.quality.psnr_vs_fp32, stop_at=stop_at)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -307,6 +374,7 @@ def _manifest(
                 for a in outcome.attempts
             ],
             "sensitivity": outcome.ranking[:16],
+            "ranked_by": outcome.ranked_by,
             "kept_by_target": outcome.policy_kept,
             "kept_by_gate": [k for k in result.kept_higher_precision if k not in outcome.policy_kept],
             "speed": outcome.speed,
@@ -314,6 +382,7 @@ def _manifest(
         "onnx": src.onnx_info,
         "calibration": {
             "source": (calib or held).source,
+            **_calibration_facts(calib or held),
             "samples": len(calib) if calib else 0,
             "held_out": len(held),
             "method": calib.method if calib else None,
@@ -323,6 +392,12 @@ def _manifest(
         "backend_info": result.extra,
         "notes": result.notes,
     }
+
+
+def _calibration_facts(calib: CalibrationSet) -> dict[str, Any]:
+    """Kind and content fingerprint of the calibration source: what calibration.json records too."""
+    plan = calib.meta.get("plan") or {}
+    return {"kind": plan.get("kind"), "fingerprint": plan.get("fingerprint"), "recipe": plan.get("recipe")}
 
 
 def _io_layers(onnx_path: Path) -> list[str]:
@@ -337,15 +412,6 @@ def _io_layers(onnx_path: Path) -> list[str]:
 def _teacher_name(model: str | Path, spec: GeneratorSpec) -> str | None:
     cfg = spec.provenance.get("config") or {}
     return cfg.get("teacher") or str(model)
-
-
-def _safe_recipe(load_recipe: Callable[[str], dict], teacher: str | None) -> dict:
-    if not teacher:
-        return {}
-    try:
-        return load_recipe(teacher) or {}
-    except EdgeDistillError:
-        return {}
 
 
 def _cache_dir() -> Path:

@@ -52,6 +52,7 @@ class GateOutcome:
     ranking: list[dict] = field(default_factory=list)
     speed: dict[str, float] | None = None  # plain vs gated latency when layers were kept
     policy_kept: list[str] = field(default_factory=list)  # kept by the target's policy, before the gate
+    ranked_by: str | None = None  # how the ranking measured harm (which quantizer, which runtime)
 
 
 def reference_outputs(runner: Runner, holdout: CalibrationSet) -> list[np.ndarray]:
@@ -88,13 +89,14 @@ def run_gate(
     reference: list[np.ndarray],
     output_range: Sequence[float],
     min_psnr: float | None,
-    rank: Callable[[], list[dict]] | None,
+    rank: Callable[[Attempt], list[dict]] | None,
     log: Callable[[str], None] = lambda _m: None,
 ) -> GateOutcome:
     """Compile plainly; if below `min_psnr` and `rank` is given, keep more top-ranked layers until it holds.
 
     `compile_into(keep, tag)` compiles into a fresh directory and returns (result, dir);
-    `load(result, dir)` gives a runner of what was compiled. Returns the first attempt that holds,
+    `load(result, dir)` gives a runner of what was compiled; `rank(plain)` orders the layers, most
+    harmful first, given the plain attempt (its artifact and quality). Returns the first attempt that holds,
     else the best one (passed=False): the caller decides whether that may be written.
     """
     result, out_dir = compile_into((), "plain")
@@ -104,7 +106,7 @@ def run_gate(
     best.attempts.append(Attempt([], quality, result, out_dir))
     if best.passed or rank is None:
         return best
-    ranking = rank()
+    ranking = rank(best.attempts[0])
     best.ranking = ranking
     names = [r["name"] for r in ranking]
     for k in KEEP_SCHEDULE:

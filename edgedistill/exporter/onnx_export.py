@@ -23,6 +23,7 @@ import numpy as np
 from edgedistill.core.atomic import write_atomic
 from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.spec import GeneratorSpec
+from edgedistill.models.modes import eval_mode
 from edgedistill.onnxtools.checks import SPEC_KEY, VERSION_KEY, read_spec_dict, set_metadata
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class OnnxExportReport:
     n_nodes: int
     op_types: dict[str, int] = field(default_factory=dict)
     exporter: str = "legacy"
+    static_reason: str | None = None  # why H/W came out static where dynamic was asked
 
 
 def export_onnx(
@@ -66,20 +68,22 @@ def export_onnx(
 
     if exporter not in EXPORTERS:
         raise EdgeDistillError(f"exporter must be one of {', '.join(EXPORTERS)}, not '{exporter}'")
-    if len(spec.inputs) != 1:
+    if len(spec.inputs) != (1 if spec.classes is None else 2):
         raise EdgeDistillError(
-            f"ONNX export handles single-input generators; this one takes {len(spec.inputs)} inputs "
-            f"({', '.join(t.name for t in spec.inputs)})"
+            f"ONNX export handles one input (z and label for a noise+label generator); this one takes "
+            f"{len(spec.inputs)} inputs ({', '.join(t.name for t in spec.inputs)})"
         )
     path = Path(path)
     if spec.kind == "image":
         size = tuple(size or spec.default_size or (256, 256))  # type: ignore[assignment]
         spec = replace(spec, default_size=size)
-    module = module.eval() if not isinstance(module, torch.fx.GraphModule) else module
+    module = eval_mode(module)
     in_names = [t.name for t in spec.inputs]
     out_names = [t.name for t in spec.outputs] or ["output"]
     example = spec.example_inputs(size=size, batch=1, seed=0)
-    dynamic_axes = _dynamic_axes(spec, out_names) if dynamic else None
+    fixed_reason = _check_program_size(module, spec, size)  # refuses a size a fixed program cannot take
+    static_reason = fixed_reason if dynamic else None
+    dynamic_axes = _dynamic_axes(spec, out_names, keep_hw=static_reason is None) if dynamic else None
 
     model = _torch_to_onnx(module, example, in_names, out_names, dynamic_axes, opset, exporter)
     got_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
@@ -111,9 +115,12 @@ def export_onnx(
     write_atomic(path, lambda tmp: onnx.save_model(model, str(tmp)))
     ops = Counter(n.op_type for n in model.graph.node)
     shapes = {t.name: _shape(t) for t in model.graph.input}
+    if dynamic and static_reason is None:
+        static_reason = _traced_static(shapes, spec)
     return OnnxExportReport(
-        path, got_opset, dynamic, shapes, float(err), len(model.graph.node), dict(ops), exporter
-    )
+        path, got_opset, dynamic and static_reason is None, shapes, float(err), len(model.graph.node),
+        dict(ops), exporter, static_reason,
+    )  # fmt: skip
 
 
 def spec_from_onnx(path: str | Path) -> GeneratorSpec | None:
@@ -123,12 +130,63 @@ def spec_from_onnx(path: str | Path) -> GeneratorSpec | None:
 
 
 # ------------------------------------------------------------------------------------------ steps
-def _dynamic_axes(spec: GeneratorSpec, out_names: list[str]) -> dict[str, dict[int, str]]:
-    """Free dims by the spec's names: "N" always, "H"/"W" for image generators."""
+def program_input_size(module: Any) -> tuple[int, int] | None:
+    """(H, W) a torch.export program's image input is fixed at; None where they are free (SymInts),
+    or for a module that is no such program (no traced example shape on its first input)."""
+    import torch
+
+    if not isinstance(module, torch.fx.GraphModule):
+        return None
+    first = next((n for n in module.graph.nodes if n.op == "placeholder"), None)
+    val = first.meta.get("val") if first is not None else None
+    shape = getattr(val, "shape", None)
+    if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
+        return None
+    return int(shape[2]), int(shape[3])
+
+
+def _check_program_size(module: Any, spec: GeneratorSpec, size: tuple[int, int] | None) -> str | None:
+    """Refuse a size a fixed-size program cannot take (one line, not torch's guard failure); else
+    the reason its export is static."""
+    fixed = program_input_size(module) if spec.kind == "image" else None
+    if fixed is None:
+        return None
+    h, w = fixed
+    if size is not None and tuple(size) != fixed:
+        raise EdgeDistillError(
+            f"the generator is a torch.export program fixed at {h}x{w} input (torch.export could not keep "
+            f"its H/W free when it was saved): export it with --size {h} {w}, or re-save it at the size you deploy"
+        )
+    return (
+        f"exported with static shape {h}x{w} because the generator is a torch.export program (.pt2) "
+        f"saved with its input fixed at {h}x{w}: it runs at that size only"
+    )
+
+
+def _traced_static(shapes: dict[str, list[int | str]], spec: GeneratorSpec) -> str | None:
+    """The reason, where an image input's H/W came out fixed although they were asked free."""
+    free = {t.name for t in spec.inputs if len(t.shape) == 4 and all(isinstance(d, str) for d in t.shape[2:])}
+    for name, dims in shapes.items():
+        if name in free and len(dims) == 4 and all(isinstance(d, int) and d > 0 for d in dims[2:]):
+            return (
+                f"exported with static shape {dims[2]}x{dims[3]} because the traced graph of '{name}' "
+                "fixes its H/W (a size-dependent op or parameter): it runs at that size only"
+            )
+    return None
+
+
+def _dynamic_axes(
+    spec: GeneratorSpec, out_names: list[str], keep_hw: bool = True
+) -> dict[str, dict[int, str]]:
+    """Free dims by the spec's names: "N" always, "H"/"W" for image generators (unless `keep_hw` is off)."""
     axes: dict[str, dict[int, str]] = {}
     tensors = [*spec.inputs, *(spec.outputs or [])]
     for t in tensors:
-        axes[t.name] = {i: str(d) for i, d in enumerate(t.shape) if isinstance(d, str)}
+        axes[t.name] = {
+            i: str(d)
+            for i, d in enumerate(t.shape)
+            if isinstance(d, str) and (keep_hw or d not in ("H", "W"))
+        }
     for name in out_names:  # outputs without a spec'd shape: at least a free batch
         axes.setdefault(name, {0: "N"})
     return axes
@@ -226,7 +284,8 @@ def _parity(
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        feeds = {i.name: x.numpy().astype(np.float32) for i, x in zip(sess.get_inputs(), inputs, strict=True)}
+        given = {t.name: x.numpy().astype(np.float32) for t, x in zip(spec.inputs, inputs, strict=True)}
+        feeds = {i.name: given[i.name] for i in sess.get_inputs()}  # by name: an unused input is dropped
         outs = sess.run(None, feeds)
     except Exception as exc:  # onnxruntime's errors have no common base class
         first = str(exc).strip().splitlines()[0]

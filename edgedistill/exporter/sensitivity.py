@@ -4,11 +4,16 @@ For each quantizable layer the model is quantized with ONLY that layer in int8 (
 calibration ranges computed once), run on held-out samples and compared with the fp32 ONNX.
 The layers whose lone quantization costs the most PSNR come first: the quality gate keeps them
 at higher precision. numpy + onnxruntime only.
+
+ONNX Runtime's QDQ is what ONNX Runtime and TensorRT run, so `rank_layers` measures their harm
+faithfully; OpenVINO's NNCF quantizes differently, so its layers are ranked by compiling with NNCF
+itself (`rank_by_probes`, the compiling done by the caller).
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +23,12 @@ import numpy as np
 from edgedistill.core.calibset import CalibrationSet
 from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.quality import max_abs_err, psnr, to_unit
-from edgedistill.onnxtools.qdq import TensorRanges, progress_bar, quantizable_nodes, quantize_qdq
+from edgedistill.onnxtools.qdq import TensorRanges, progress_bar, quantize_qdq, quantized_nodes
 
 FOLDED_ACTIVATIONS = ("Relu", "Clip")
+# Most layers rank_by_probes compiles: each is a full quantize + compile (NNCF on the tests' tiny
+# ResNet: ~6 s on 2 busy cores; longer for real students), on top of the gate's own attempts.
+MAX_PROBES = 4
 
 
 @dataclass
@@ -42,14 +50,18 @@ def rank_layers(
     output_range: tuple[float, float] | None = None,
     symmetric_activations: bool = False,
 ) -> list[LayerSensitivity]:
-    """Quantizable layers (or `candidates`), most harmful first, by PSNR with only that layer in int8.
+    """Every quantized node (or `candidates`): weighted layers and activation ops alike, most harmful
+    first, by PSNR with only that node in int8.
 
     Outputs are mapped to [0, 1] by `output_range`, else the spec's in the ONNX metadata, else the
     fp32 output's own data range.
     """
     fp32_onnx = Path(fp32_onnx)
     op_types, fused = _graph_info(fp32_onnx)
-    names = candidates if candidates is not None else quantizable_nodes(fp32_onnx)
+    folded = {a for acts in fused.values() for a in acts}  # a Relu/Clip goes with its layer
+    names = (
+        candidates if candidates is not None else [n for n in quantized_nodes(fp32_onnx) if n not in folded]
+    )
     unknown = [n for n in names if n not in op_types]
     if unknown:
         raise EdgeDistillError(f"{fp32_onnx.name} has no node(s) {', '.join(unknown[:4])}")
@@ -74,13 +86,65 @@ def rank_layers(
             )
             sess = _session(path, threads)
             outs = [sess.run(None, f)[0] for f in feeds]
-            psnr = float(
+            alone = float(
                 np.mean([psnr(to_unit(o, (lo, hi)), r, 1.0) for o, r in zip(outs, ref01, strict=True)])
             )
             err = max(max_abs_err(o, r) for o, r in zip(outs, reference, strict=True))
-            results.append(LayerSensitivity(name, op_types[name], round(psnr, 4), err))
+            results.append(LayerSensitivity(name, op_types[name], round(alone, 4), err))
             advance(1)
     return sorted(results, key=lambda r: r.psnr_alone)
+
+
+def rank_by_probes(
+    fp32_onnx: str | Path,
+    candidates: list[str],
+    noise: dict[str, float],
+    probe: Callable[[str], float],
+    base_psnr: float,
+    *,
+    probes: int = MAX_PROBES,
+    stop_at: float | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Candidates, most harmful first, as measured with the quantizer that will run.
+
+    For a backend whose quantizer this module cannot reproduce (OpenVINO's NNCF: symmetric, its own
+    ranges and bias correction), `probe(name)` compiles the real artifact with only `name` kept at
+    higher precision and returns its PSNR vs fp32. Compiles are dear, so `noise` (the error each
+    layer adds in the plain artifact, one cheap pass) picks which `probes` layers to compile, most
+    noisy first; probing stops at the first that alone reaches `stop_at`. Probed layers that lift
+    PSNR come first (largest lift first), then the unprobed by noise, then probed ones that did not.
+    """
+    op_types, _ = _graph_info(Path(fp32_onnx))
+    order = sorted(candidates, key=lambda n: -noise[n] if n in noise else float("inf"))
+    measured: list[dict[str, Any]] = []
+    what = "ranking layers (compiling with one kept at higher precision)"
+    with progress_bar(progress, what, min(probes, len(order))) as advance:
+        for name in order[:probes]:
+            kept = float(probe(name))
+            measured.append(
+                {
+                    **_entry(name, op_types, noise),
+                    "psnr_kept": round(kept, 4),
+                    "lift_db": round(kept - base_psnr, 4),
+                }
+            )
+            advance(1)
+            if stop_at is not None and kept >= stop_at:
+                break
+    probed = {m["name"] for m in measured}
+    lifting = sorted((m for m in measured if m["lift_db"] > 0), key=lambda m: -m["lift_db"])
+    rest = [_entry(n, op_types, noise) for n in order if n not in probed]
+    return lifting + rest + [m for m in measured if m["lift_db"] <= 0]
+
+
+def _entry(name: str, op_types: dict[str, str], noise: dict[str, float]) -> dict[str, Any]:
+    added = noise.get(name)
+    return {
+        "name": name,
+        "op_type": op_types.get(name, "?"),
+        "noise": None if added is None else round(added, 6),
+    }
 
 
 def _session(path: Path, threads: int) -> Any:

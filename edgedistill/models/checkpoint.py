@@ -50,6 +50,8 @@ def is_torchscript(path: Path) -> bool:
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A flat {name: tensor} dict from .safetensors or a weights-only pickle."""
     require_file(path)
+    if path.stat().st_size == 0:
+        raise EdgeDistillError(f"{path} is empty (0 bytes): re-save or re-download it")
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -68,8 +70,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 f"refusing to load {path}: unpickling it would run code ({code}). "
                 "Re-save the weights alone: torch.save(model.state_dict(), ...) or safetensors"
             ) from None
+        # not torch's own text: it suggests weights_only=False, which would run whatever the file holds
         raise EdgeDistillError(
-            f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)}); re-save it"
+            f"{path} is not a readable PyTorch checkpoint (damaged pickle data); re-save it"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise EdgeDistillError(
@@ -128,4 +131,4 @@ def unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0][:160] if text else type(exc).__name__
+    return text[0].split(". ")[0][:160] if text else type(exc).__name__  # torch adds paragraphs of advice

@@ -4,7 +4,10 @@ Sources, tried in this order:
   embedded teacher name          photo-restore, digits-dcgan
   directory with model.json      a student run or an exported spec + weights
   family:path                    resnet:latest_net_G.pth, dcgan:netG.safetensors (kwargs read off the keys)
-  package.module:Class           any nn.Module on PYTHONPATH, built with kwargs, weights from `weights=`
+  package.module:Class           any nn.Module on PYTHONPATH, built with kwargs, weights from `weights=`;
+                                 its spec from <weights>.json or model.json beside the weights, else
+                                 guessed from its first layer (an inpainter or a label-conditioned
+                                 generator cannot be guessed: it needs that JSON)
   path.pt2                       a torch.export program
   path (TorchScript)             torch.jit archive
   path (.pth/.pt/.safetensors)   a state dict whose family is recognised from its keys
@@ -22,9 +25,10 @@ import torch
 from torch import nn
 
 from edgedistill.core.errors import EdgeDistillError
-from edgedistill.core.spec import GeneratorSpec, TensorSpec, spec_for_family
+from edgedistill.core.spec import GeneratorSpec, TensorSpec, scaled_dim, spec_for_family
 from edgedistill.models.checkpoint import file_sha256, is_torchscript, read_state_dict, require_file
 from edgedistill.models.embedded import embedded_teachers
+from edgedistill.models.modes import eval_mode
 from edgedistill.models.registry import create, family_class, list_families
 from edgedistill.models.weights import read_safetensors
 
@@ -148,7 +152,11 @@ def _from_module_class(
     if weights is not None:
         w = require_file(Path(weights), "weights")
         load_state_checked(net, read_state_dict(w), w, target)
-    return _finish(net, spec, Path(weights) if weights else None, target)
+        spec = spec or _sidecar_spec(w)
+        where = f"{w.with_suffix('.json').name} or model.json beside {w}"
+    else:
+        where = "a model.json beside its --weights"
+    return _finish(net, spec, Path(weights) if weights else None, target, where)
 
 
 def _load_exported(path: Path, spec: GeneratorSpec | None) -> tuple[nn.Module, GeneratorSpec]:
@@ -174,11 +182,14 @@ def _load_exported(path: Path, spec: GeneratorSpec | None) -> tuple[nn.Module, G
 
 
 def _finish(
-    net: nn.Module, spec: GeneratorSpec | None, path: Path | None, label: str | None = None
+    net: nn.Module,
+    spec: GeneratorSpec | None,
+    path: Path | None,
+    label: str | None = None,
+    where: str = "a model.json beside the file",
 ) -> LoadedGenerator:
-    if not isinstance(net, torch.fx.GraphModule):  # torch.export modules refuse .eval()
-        net = net.eval()
-    spec = spec or infer_spec(net)
+    net = eval_mode(net)
+    spec = spec or infer_spec(net, where)
     if path is not None:
         spec.provenance.setdefault("source", str(path))
         spec.provenance.setdefault("sha256", file_sha256(path))
@@ -238,14 +249,13 @@ def _sidecar_spec(path: Path) -> GeneratorSpec | None:
     return None
 
 
-def infer_spec(net: nn.Module) -> GeneratorSpec:
+def infer_spec(net: nn.Module, where: str = "a model.json beside the file") -> GeneratorSpec:
     """Guess the spec of an arbitrary module from its first layer: a ConvTranspose2d eats noise
-    (N, C, 1, 1), a Conv2d eats images. Pass `spec=` when the guess is wrong."""
+    (N, C, 1, 1), a Conv2d eats images. Pass `spec=` when the guess is wrong; `where` says where
+    a spec would be found (the error's fix)."""
     first = next((m for m in net.modules() if _layer_kind(m) is not None), None)
     if first is None:
-        raise EdgeDistillError(
-            "cannot infer what this generator eats: pass a spec (model.json beside the file)"
-        )
+        raise EdgeDistillError(f"cannot infer what this generator eats: put its spec in {where}")
     kind, channels = _layer_kind(first)  # type: ignore[misc]
     if kind == "noise":
         inputs = [TensorSpec("z", ["N", channels, 1, 1])]
@@ -253,9 +263,25 @@ def infer_spec(net: nn.Module) -> GeneratorSpec:
     else:
         inputs = [TensorSpec("image", ["N", channels, "H", "W"])]
         spec = GeneratorSpec(kind="image", inputs=inputs, outputs=[], default_size=(256, 256))
-    with torch.no_grad():
-        y = net(*spec.example_inputs(size=(64, 64) if kind == "image" else None))
-    out = ["N", int(y.shape[1]), *(("H", "W") if kind == "image" and y.shape[2] == 64 else y.shape[2:])]
+    try:
+        with torch.no_grad():
+            y = net(*spec.example_inputs(size=(64, 64) if kind == "image" else None))
+    except Exception as exc:  # whatever the user's forward raises on the guessed input
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EdgeDistillError(
+            f"cannot infer what {type(net).__name__} eats: its first layer suggests one {kind} input "
+            f"{inputs[0].shape}, on which its forward fails ({why}); put its spec in {where} "
+            "(docs/architecture.md, contract 1: an inpainter or a label-conditioned generator always needs one)"
+        ) from None
+    if kind == "image":  # a super-resolver's output follows its input at a scale: "H*2"
+        out = [
+            "N",
+            int(y.shape[1]),
+            scaled_dim("H", 64, int(y.shape[2])),
+            scaled_dim("W", 64, int(y.shape[3])),
+        ]
+    else:
+        out = ["N", *map(int, y.shape[1:])]
     spec.outputs = [
         TensorSpec(
             "output" if kind == "image" else "image", [d if isinstance(d, str) else int(d) for d in out]

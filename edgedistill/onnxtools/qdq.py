@@ -13,10 +13,12 @@ names the ranges refer to. No torch here.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
+import os
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -47,7 +49,8 @@ class TensorRanges:
     percentile: float
     ranges: dict[str, tuple[float, float]]
     source_sha256: str
-    preprocessed: str | None = None  # where the pre-processed model was written (reused when still there)
+    # Where this run pre-processed the model (reused while it runs); a scratch path, so never saved.
+    preprocessed: str | None = field(default=None, compare=False)
     samples: int = 0
     seconds: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
@@ -61,6 +64,7 @@ class TensorRanges:
     def from_dict(cls, d: dict[str, Any]) -> TensorRanges:
         try:
             d = dict(d)
+            d.pop("preprocessed", None)  # an older file's scratch path: gone, or now someone else's
             d["ranges"] = {k: (float(v[0]), float(v[1])) for k, v in d["ranges"].items()}
             return cls(**d)
         except (KeyError, TypeError, IndexError, ValueError) as exc:
@@ -69,7 +73,8 @@ class TensorRanges:
             ) from None
 
     def save(self, path: str | Path) -> Path:
-        return write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        d = {k: v for k, v in self.to_dict().items() if k != "preprocessed"}
+        return write_text_atomic(path, json.dumps(d, indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> TensorRanges:
@@ -81,6 +86,17 @@ def quantizable_nodes(onnx_path: str | Path) -> list[str]:
     """Names of the Conv / ConvTranspose / Gemm / MatMul nodes, in graph order."""
     model = load_onnx_checked(onnx_path, check=False)
     return [n.name for n in model.graph.node if n.op_type in QUANTIZABLE_OPS]
+
+
+def quantized_nodes(onnx_path: str | Path) -> list[str]:
+    """Every node ONNX Runtime's QDQ quantizer puts int8 around, in graph order: the weighted layers
+    and the activation ops (InstanceNormalization, Add, Pad, Resize, Concat, ...). Where the error of
+    an INT8 model sits in activations (around InstanceNorm and residual adds), only these can say so."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    ops = set(QDQRegistry) | set(QLinearOpsRegistry) | set(QUANTIZABLE_OPS)
+    model = load_onnx_checked(onnx_path, check=False)
+    return [n.name for n in model.graph.node if n.op_type in ops]
 
 
 # ------------------------------------------------------------------------------------------ ranges
@@ -161,7 +177,9 @@ def compute_ranges(
         str(pre),
         len(calib),
         round(time.perf_counter() - t0, 3),
-        {"source": calib.source},
+        {
+            "calibration": {k: v for k, v in calib.meta.items() if k != "cached"}
+        },  # no paths: see build_calibration
     )
 
 
@@ -295,15 +313,103 @@ def progress_bar(show: bool, what: str, total: int) -> Iterator[Any]:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """ORT's quantization tools print() progress and log warnings for every call; keep stdout clean."""
-    logger = logging.getLogger()
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """Mute ORT's quantization tools in this thread: they print() progress and log a warning per
+    call. Nothing else is touched: other loggers, other threads' records and their stdout pass."""
+    _QUIETER.enter()
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
+        yield
     finally:
-        logger.setLevel(level)
+        _QUIETER.exit()
+
+
+class _Quieter:
+    """The shared state of _quiet(): set up when the first thread enters, undone when the last leaves.
+
+    ORT talks three ways: its own loggers (raised to ERROR), the root logger's module functions
+    (`logging.warning(...)`, dropped by a filter on the root logger for records that come from
+    ORT's files in a quiet thread) and print() (a sys.stdout that drops a quiet thread's writes)."""
+
+    LOGGERS = ("onnxruntime.quantization", "onnxruntime.tools")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth: dict[int, int] = {}  # thread id -> how deep in _quiet() it is
+        self._levels: dict[str, int] = {}
+        self._stdout: _MutedForThreads | None = None
+        self._ort_dir = ""
+
+    def enter(self) -> None:
+        with self._lock:
+            if not self._depth:
+                self._setup()
+            me = threading.get_ident()
+            self._depth[me] = self._depth.get(me, 0) + 1
+
+    def exit(self) -> None:
+        with self._lock:
+            me = threading.get_ident()
+            self._depth[me] -= 1
+            if not self._depth[me]:
+                del self._depth[me]
+            if not self._depth:
+                self._teardown()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for ORT's own sub-error records from a quiet thread (a logging.Filter callable)."""
+        return not (
+            record.thread in self._depth
+            and record.levelno < logging.ERROR
+            and record.pathname.startswith(self._ort_dir)
+        )
+
+    def muted(self) -> bool:
+        return threading.get_ident() in self._depth
+
+    def _setup(self) -> None:
+        import onnxruntime
+
+        self._ort_dir = os.path.dirname(onnxruntime.__file__) + os.sep
+        for name in self.LOGGERS:
+            logger = logging.getLogger(name)
+            self._levels[name] = logger.level
+            logger.setLevel(logging.ERROR)
+        logging.getLogger().addFilter(self.filter)
+        self._stdout = _MutedForThreads(sys.stdout, self)
+        sys.stdout = self._stdout
+
+    def _teardown(self) -> None:
+        for name, level in self._levels.items():
+            logging.getLogger(name).setLevel(level)
+        self._levels.clear()
+        logging.getLogger().removeFilter(self.filter)
+        if self._stdout is not None and sys.stdout is self._stdout:  # leave a later replacement be
+            sys.stdout = self._stdout.target
+        self._stdout = None
+
+
+class _MutedForThreads:
+    """Stands in for sys.stdout: drops what quiet threads write, passes everyone else's through."""
+
+    def __init__(self, target: Any, quieter: _Quieter) -> None:
+        self.target = target
+        self._quieter = quieter
+
+    def write(self, text: str) -> int:
+        return len(text) if self._quieter.muted() else self.target.write(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if not self._quieter.muted():
+            self.target.flush()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno, ... of the real stream
+        return getattr(self.target, name)
+
+
+_QUIETER = _Quieter()
 
 
 def _f32(x: float) -> Any:

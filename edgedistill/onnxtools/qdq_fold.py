@@ -41,8 +41,11 @@ def fold_pads(model: Any) -> int:
     for pad in list(graph.node):
         if pad.op_type != "Pad":
             continue
+        if len(pad.input) < 2:  # opset < 11: pads as an attribute; nothing dynamo or ORT writes today
+            continue
         mode = next((a.s for a in pad.attribute if a.name == "mode"), b"constant")
         constant_value = pad.input[2] if len(pad.input) > 2 and pad.input[2] else ""
+        axes = pad.input[3] if len(pad.input) > 3 else ""  # opset 18: pads name these axes only
         dq = producers.get(pad.input[0])
         users = consumers.get(pad.output[0], [])
         if (
@@ -64,11 +67,11 @@ def fold_pads(model: Any) -> int:
             and _same_initializer(model, dq.input[2], q.input[2])
         ):
             continue
-        if mode == b"constant":  # pad with the zero point, which dequantizes to 0.0
-            zp_name = dq.input[2]
-            new_inputs = [dq.input[0], pad.input[1], zp_name]
-        else:
-            new_inputs = [dq.input[0], pad.input[1]]
+        # constant: pad with the zero point, which dequantizes to 0.0; other modes take no value
+        value = dq.input[2] if mode == b"constant" else ""
+        new_inputs = [dq.input[0], pad.input[1], value, axes]
+        while new_inputs and not new_inputs[-1]:  # trailing optional inputs are left out, not ""
+            new_inputs.pop()
         int_pad = helper.make_node("Pad", new_inputs, [q.output[0]], name=pad.name, mode=mode.decode())
         idx = list(graph.node).index(pad)
         graph.node.insert(idx, int_pad)

@@ -6,7 +6,10 @@
     DIR/latency.png        p50 bars with p90 whiskers
     DIR/report.md, DIR/report.json
 
-Each stage is skipped when its options and inputs are unchanged (DIR/stages.json); --force redoes.
+Each stage is skipped when its options and inputs are unchanged (DIR/stages.json: the teacher's
+bytes and the --data/--val-data folders count, see pipeline/stages.py); --force redoes. One split
+of --data (data/images.py) serves all stages: the student trains on its training pairs, INT8
+calibrates on training inputs, and the report scores on its validation inputs.
 """
 
 from __future__ import annotations
@@ -14,14 +17,18 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgedistill.core.atomic import write_text_atomic
 from edgedistill.core.errors import EdgeDistillError
-from edgedistill.pipeline.stages import StageBook, fingerprint
+from edgedistill.pipeline.stages import StageBook, fingerprint, teacher_files
+
+if TYPE_CHECKING:  # the step is imported when it runs: `compress --help` stays light
+    from edgedistill.distiller.config import DistillConfig
 
 
 @dataclass
@@ -32,6 +39,7 @@ class CompressOptions:
     width: float = 0.25
     steps: int = 1000
     data: Path | None = None
+    val_data: Path | None = None  # held-out images; None: a fixed tenth of --data (data/images.py)
     cache: int = 512
     precision: str | None = None  # None: each target's default
     size: tuple[int, int] | None = None  # input H W for export and profiling (default: the target's)
@@ -42,13 +50,31 @@ class CompressOptions:
     samples: int = 4  # held-out images in the grid
     force: bool = False
     distill_options: dict[str, Any] = field(default_factory=dict)
+    # None: the teacher's norm, except that an InstanceNorm teacher gets a BatchNorm student when a
+    # target is INT8 (BN folds into the convs and quantizes far better: benchmarks/instancenorm_int8.py)
+    student_norm: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)  # constructor args of a module:Class teacher
+    weights: Path | None = None  # its weights
+
+    @property
+    def teacher_load(self) -> dict[str, Any]:
+        """What builds the teacher wherever it is loaded (distill, scoring, profiling)."""
+        return {k: v for k, v in (("kwargs", self.kwargs), ("weights", self.weights)) if v}
 
 
 def compress(opts: CompressOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or resume) every stage; returns the report (also written to DIR/report.json)."""
+    """Run (or resume) every stage; returns the report (also written to DIR/report.json).
+
+    A target whose export fails (its gate cannot hold) does not stop the others: it is listed under
+    report["failed"] with the reason, and the CLI exits non-zero after writing everything else."""
     from edgedistill.core.targets import get_target
 
     targets = [get_target(t, opts.precision) for t in opts.targets]  # fail fast on a bad name
+    from edgedistill.models.loading import load_generator
+
+    spec = load_generator(opts.teacher, **opts.teacher_load).spec  # a bad teacher fails before anything
+    opts = replace(opts, student_norm=choose_student_norm(opts, spec, targets, log))
+    preflight(opts, spec, targets, log)  # data, calibration and runtimes, before any training
     out = opts.out
     out.mkdir(parents=True, exist_ok=True)
     book = StageBook(out)
@@ -59,33 +85,123 @@ def compress(opts: CompressOptions, log: Callable[[str], None] = print) -> dict[
     timings["distill_s"] = round(time.perf_counter() - t0, 1)
 
     artifacts: dict[str, Path] = {}
-    for tgt in targets:
+    failed: dict[str, str] = {}
+    for given, tgt in zip(opts.targets, targets, strict=True):
         t0 = time.perf_counter()
-        artifacts[f"{tgt.name.removeprefix('x86-')} {tgt.precision}"] = _export_stage(
-            opts, tgt.name, student, book, log
-        )
+        name = f"{tgt.name.removeprefix('x86-')} {tgt.precision}"
+        try:
+            artifacts[name] = _export_stage(opts, given, student, book, log)
+        except EdgeDistillError as exc:  # one target failing its gate must not cost the others
+            failed[name] = str(exc)
+            log(f"export {tgt.name} {tgt.precision}: FAILED: {exc}")
         timings[f"export_{tgt.name}_s"] = round(time.perf_counter() - t0, 1)
+    if not artifacts:
+        raise EdgeDistillError("no target exported: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
 
     t0 = time.perf_counter()
-    report = _report_stage(opts, student, artifacts, log)
+    report = _report_stage(opts, student, artifacts, log, failed)
     timings["report_s"] = round(time.perf_counter() - t0, 1)
     report["timings"] = timings
+    report["next"] = next_steps(opts, artifacts)
     write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
     return report
+
+
+def choose_student_norm(
+    opts: CompressOptions, spec: Any, targets: list[Any], log: Callable[[str], None]
+) -> str | None:
+    """The user's --student-norm, else BatchNorm for an InstanceNorm teacher bound for INT8."""
+    if opts.student_norm is not None or not any(t.precision == "int8" for t in targets):
+        return opts.student_norm
+    if spec.family in ("resnet", "unet") and spec.kwargs.get("norm") == "instance":
+        log("student: BatchNorm instead of the teacher's InstanceNorm (it folds into the convs, so INT8 keeps "
+            "its quality; --student-norm instance keeps the teacher's)")  # fmt: skip
+        return "batch"
+    return None
+
+
+def preflight(opts: CompressOptions, spec: Any, targets: list[Any], log: Callable[[str], None]) -> None:
+    """Everything that can fail after a long distillation, checked before it: each target's runtime
+    (or offline compile), and for INT8 targets that the calibration data can serve at the target's
+    input size (a folder of a few photos smaller than the input fails here, not after training)."""
+    from edgedistill.backends import get_backend
+
+    for tgt in targets:
+        backend = get_backend(tgt.backend)
+        why = backend.available()
+        if why is not None and not backend.compiles_offline:
+            raise EdgeDistillError(f"target {tgt.name}: {tgt.backend} is not usable here ({why})")
+    int8 = [t for t in targets if t.precision == "int8"]
+    if not int8 or opts.data is None:
+        return
+    from edgedistill.data.calibration import build_calibration
+
+    if spec.kind != "image":
+        return
+    for hw in dict.fromkeys(
+        tuple(opts.size or t.input_size or spec.default_size or (256, 256)) for t in int8
+    ):
+        with warnings.catch_warnings():  # export repeats any warning about the data where it matters
+            warnings.simplefilter("ignore")
+            build_calibration(spec, opts.data, opts.calib_size + 8, input_size=hw)  # type: ignore[arg-type]
+    log(f"checked: {opts.data} serves {opts.calib_size} calibration samples for {len(int8)} INT8 target(s)")
+
+
+def next_steps(opts: CompressOptions, artifacts: dict[str, Path]) -> list[str]:
+    """Commands to try the results, runnable as printed: one held-out input is saved beside them."""
+    import shlex
+
+    first = next(iter(artifacts.values()))
+    sample = opts.out / "heldout_input.png"
+    steps = []
+    if sample.exists():
+        steps.append(shlex.join(["edgedistill", "run", str(first), "--input", str(sample), "--output",
+                                 str(opts.out / "run_output.png"), "--compare"]))  # fmt: skip
+    steps.append(shlex.join(["edgedistill", "bundle", str(first), "--out", str(opts.out / "app.zip")]))
+    return steps
+
+
+# ------------------------------------------------------------------------------------ fingerprints
+def _distill_config(opts: CompressOptions) -> DistillConfig:
+    from edgedistill.distiller.config import DistillConfig
+
+    build = {"model_kwargs": opts.kwargs or None, "weights": str(opts.weights) if opts.weights else None,
+             "student_norm": opts.student_norm}  # fmt: skip
+    return DistillConfig(
+        teacher=opts.teacher, out=str(opts.out / "student"), width=opts.width, steps=opts.steps, **build,
+        data=str(opts.data) if opts.data else None, val_data=str(opts.val_data) if opts.val_data else None,
+        cache=opts.cache, threads=opts.threads, sample_every=max(opts.steps // 2, 1), **opts.distill_options,
+    )  # fmt: skip
+
+
+def distill_fingerprint(opts: CompressOptions) -> str:
+    """The distill stage's options, teacher file bytes and data folder manifests."""
+    cfg = _distill_config(opts)
+    return fingerprint(
+        {**asdict(cfg), "out": None, "threads": None},
+        teacher_files(opts.teacher, cfg.weights),
+        [opts.data, opts.val_data],
+    )
+
+
+def export_fingerprint(opts: CompressOptions, target: str, student: Path) -> str:
+    """An export stage's options, the student's weights and the calibration folder's manifest."""
+    from edgedistill.core.targets import get_target
+
+    tgt = get_target(target, opts.precision)
+    weights = sorted(p for p in student.iterdir() if p.suffix in (".safetensors", ".pt2"))
+    options = {"target": tgt.name, "precision": tgt.precision, "size": opts.size, "calib_size": opts.calib_size,
+               "min_psnr": opts.min_psnr, "data": str(opts.data) if opts.data else None}  # fmt: skip
+    return fingerprint(options, weights, [opts.data])
 
 
 # ------------------------------------------------------------------------------------------ stages
 def _distill_stage(opts: CompressOptions, book: StageBook, log: Callable[[str], None]) -> Path:
     from edgedistill.distiller.api import distill
-    from edgedistill.distiller.config import DistillConfig
 
-    run_dir = opts.out / "student"
-    cfg = DistillConfig(
-        teacher=opts.teacher, out=str(run_dir), width=opts.width, steps=opts.steps,
-        data=str(opts.data) if opts.data else None, cache=opts.cache, threads=opts.threads,
-        sample_every=max(opts.steps // 2, 1), **opts.distill_options,
-    )  # fmt: skip
-    fp = fingerprint({**asdict(cfg), "out": None, "threads": None})
+    cfg = _distill_config(opts)
+    run_dir = Path(cfg.out)
+    fp = distill_fingerprint(opts)
     outputs = [run_dir / "model.json", run_dir / "metrics.json"]
     if not opts.force and book.is_done("distill", fp, outputs):
         log(f"distill: unchanged, skipped (student in {run_dir})")
@@ -115,17 +231,14 @@ def _export_stage(
 
     tgt = get_target(target, opts.precision)
     art = opts.out / "exports" / f"{tgt.name}-{tgt.precision}"
-    weights = sorted(p for p in student.iterdir() if p.suffix in (".safetensors", ".pt2"))
-    options = {"target": tgt.name, "precision": tgt.precision, "size": opts.size, "calib_size": opts.calib_size,
-               "min_psnr": opts.min_psnr, "data": str(opts.data) if opts.data else None}  # fmt: skip
-    fp = fingerprint(options, weights)
+    fp = export_fingerprint(opts, target, student)
     stage = f"export:{tgt.name}-{tgt.precision}"
     if not opts.force and book.is_done(stage, fp, [art / "manifest.json"]):
         log(f"export {tgt.name} {tgt.precision}: unchanged, skipped ({art})")
         return art
     log(f"export {tgt.name} {tgt.precision} -> {art}")
     result = export(
-        str(student), tgt.name, art, precision=tgt.precision, size=opts.size, calib_data=opts.data,
+        str(student), target, art, precision=tgt.precision, size=opts.size, calib_data=opts.data,
         calib_size=opts.calib_size, min_psnr=opts.min_psnr, threads=opts.threads,
         log=lambda m: log(f"  {m}"),
     )  # fmt: skip
@@ -138,23 +251,30 @@ def _export_stage(
 
 
 def _report_stage(
-    opts: CompressOptions, student: Path, artifacts: dict[str, Path], log: Callable[[str], None]
+    opts: CompressOptions,
+    student: Path,
+    artifacts: dict[str, Path],
+    log: Callable[[str], None],
+    failed: dict[str, str],
 ) -> dict[str, Any]:
-    from edgedistill.data.heldout import heldout_inputs
+    from edgedistill.data.heldout import heldout_arrays
     from edgedistill.models.loading import load_generator
-    from edgedistill.pipeline.quality import save_sample_grid, score_all
+    from edgedistill.pipeline.quality import save_input_picture, save_sample_grid, score_all
     from edgedistill.pipeline.report import latency_table, write_reports
 
     spec = load_generator(str(student)).spec
     size = _profile_size(opts, spec, artifacts)
-    x = heldout_inputs(opts.teacher, spec, size, max(opts.samples, 8), opts.data)
+    arrays = heldout_arrays(opts.teacher, spec, size, max(opts.samples, 8), opts.data, opts.val_data)
+    x = arrays[spec.inputs[0].name]
     log(f"quality: teacher, student and {len(artifacts)} artifact(s) on {len(x)} held-out inputs")
-    scored = score_all(spec, x, opts.teacher, student, artifacts, opts.threads)
+    scored = score_all(spec, arrays, opts.teacher, student, artifacts, opts.threads, opts.teacher_load)
     grid = save_sample_grid(spec, x, scored, opts.out / "samples.png", opts.samples)
+    if spec.kind == "image":  # one held-out input as a file: the printed `edgedistill run` uses it
+        save_input_picture(spec, x[0, : spec.image_channels], opts.out / "heldout_input.png")
     log("latency: interleaved rounds over teacher, student and artifacts")
     models = {"teacher": opts.teacher, "student": str(student), **{k: str(v) for k, v in artifacts.items()}}
-    latency = latency_table(models, size, opts.threads, opts.profile_seconds)
-    return write_reports(opts, models, scored, latency, grid, log)
+    latency = latency_table(models, size, opts.threads, opts.profile_seconds, opts.teacher_load)
+    return write_reports(opts, models, scored, latency, grid, log, failed)
 
 
 def _profile_size(opts: CompressOptions, spec: Any, artifacts: dict[str, Path]) -> tuple[int, int] | None:

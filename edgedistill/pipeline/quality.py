@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,33 +26,47 @@ class Scored:
     ssim_vs_teacher: float | None = None
 
 
-def model_outputs(model: str | Path, x: np.ndarray, threads: int | None) -> np.ndarray:
+def model_outputs(
+    model: str | Path, x: np.ndarray | dict[str, np.ndarray], threads: int | None, **load: Any
+) -> np.ndarray:
     """Outputs of any model on `x`, one sample per call, opened as every command opens one
     (runtime.sources.resolve). An artifact whose runtime is absent here (TensorRT without a GPU) is
     judged by the portable ONNX its backend wrote (the QDQ ONNX the engine is built from) under
     ONNX Runtime."""
-    source = resolve(model)
+    source = resolve(model, **load)
     art = source.artifact
     if art is not None and source.unavailable() is not None and art.manifest.get("portable_onnx"):
         portable = {**art.manifest, "backend": "onnxruntime", "files": [art.manifest["portable_onnx"]]}
         source = artifact_source(Artifact(art.dir, portable), str(model))
     runner = source.load(threads)
-    name, out = runner.input_names[0], runner.output_names[0]
-    return np.concatenate([runner.run({name: x[i : i + 1]})[out] for i in range(len(x))])
+    arrays = x if isinstance(x, dict) else {runner.input_names[0]: x}  # a dict: every input by name
+    if set(arrays) != set(runner.input_names) and len(arrays) == len(runner.input_names):
+        arrays = dict(zip(runner.input_names, arrays.values(), strict=True))  # same order, other names
+    out, n = runner.output_names[0], len(next(iter(arrays.values())))
+    return np.concatenate([runner.run({k: v[i : i + 1] for k, v in arrays.items()})[out] for i in range(n)])
 
 
 def score_all(
     spec: GeneratorSpec,
-    x: np.ndarray,
+    x: np.ndarray | dict[str, np.ndarray],
     teacher: str,
     student: Path,
     artifacts: dict[str, Path],
     threads: int | None,
+    teacher_load: dict[str, Any] | None = None,
 ) -> list[Scored]:
-    """Outputs of every model on `x`, in [0, 1], with PSNR/SSIM against the teacher's."""
+    """Outputs of every model on `x`, in [0, 1], with PSNR/SSIM against the teacher's; `teacher_load`
+    (kwargs/weights) builds a module:Class teacher."""
     models = {"teacher": teacher, "student": student, **artifacts}
     rows = [
-        Scored(name, to_unit(model_outputs(m, x, threads), spec.output_range)) for name, m in models.items()
+        Scored(
+            name,
+            to_unit(
+                model_outputs(m, x, threads, **(teacher_load or {}) if name == "teacher" else {}),
+                spec.output_range,
+            ),
+        )
+        for name, m in models.items()
     ]
     ref = rows[0].outputs
     for row in rows[1:]:
@@ -74,5 +89,12 @@ def save_sample_grid(
 
     grid = [torch.from_numpy(r.outputs[:count]) for r in rows]
     if spec.kind == "image":
-        grid.insert(0, torch.from_numpy(to_unit(x[:count], spec.input_range)))
+        grid.insert(0, torch.from_numpy(to_unit(x[:count, : spec.image_channels], spec.input_range)))
     return save_grid(grid, path)
+
+
+def save_input_picture(spec: GeneratorSpec, x: np.ndarray, path: Path) -> Path:
+    """One model input (C, H, W) in the spec's input range, as an image file."""
+    from edgedistill.data.images import save_pixels
+
+    return save_pixels(to_unit(x, spec.input_range), path)

@@ -21,12 +21,19 @@ if TYPE_CHECKING:
 
 
 def latency_table(
-    models: dict[str, str], size: tuple[int, int] | None, threads: int | None, seconds: float
+    models: dict[str, str],
+    size: tuple[int, int] | None,
+    threads: int | None,
+    seconds: float,
+    teacher_load: dict[str, Any] | None = None,
 ) -> ProfileReport:
     """All models timed in interleaved rounds (teacher first, so speedups are against it)."""
     from edgedistill.profiler.api import profile
 
-    return profile(models, threads=threads, size=size, min_time=seconds, iterations=10, warmup=3, layers=8)
+    return profile(
+        models, threads=threads, size=size, min_time=seconds, iterations=10, warmup=3, layers=8,
+        **(teacher_load or {}),
+    )  # fmt: skip
 
 
 def summary_rows(
@@ -71,6 +78,7 @@ def write_reports(
     latency: ProfileReport,
     grid: Path,
     log: Callable[[str], None],
+    failed: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     out = opts.out
     manifests = {
@@ -100,6 +108,17 @@ def write_reports(
         "",
         table,
         "",
+        *[f"**{name} failed**: {why}" for name, why in (failed or {}).items()],
+        *(
+            [
+                f"Student norm: {opts.student_norm} (an InstanceNorm teacher bound for INT8 gets BatchNorm unless "
+                "--student-norm says otherwise: it folds into the convs, so INT8 keeps its quality)",
+                "",
+            ]
+            if opts.student_norm
+            else []
+        ),
+        *([""] if failed else []),
         "PSNR/SSIM vs teacher: on held-out inputs (the photo teacher: degraded crops of photos it never saw), "
         "outputs mapped to [0, 1]. PSNR vs fp32: the export's quality gate, artifact vs the fp32 student.",
         *latency.notes(),
@@ -125,6 +144,7 @@ def write_reports(
             for s in scored
         ],
         "files": {k: str(v) for k, v in files.items()},
+        "failed": dict(failed or {}),
     }
     log(f"report written: {files['report']}")
     return report

@@ -20,7 +20,7 @@ from edgedistill.core.errors import EdgeDistillError
 from edgedistill.profiler.plot import plot_report
 from edgedistill.runtime.report import ProfileReport
 from edgedistill.runtime.session import ProfileOptions, Quiet, Reporter, run_profile
-from edgedistill.runtime.sources import choose_size, resolve, unique_labels
+from edgedistill.runtime.sources import choose_size, is_artifact, resolve, unique_labels
 from edgedistill.runtime.stats import DEFAULT_CV_WARN
 
 Models = str | Path | Sequence[str | Path] | Mapping[str, str | Path]
@@ -48,17 +48,22 @@ def profile(
     ssh_options: Sequence[str] = (),
     identity: str | Path | None = None,
     remote_python: str = "python3",
+    ssh_timeout: float | None = None,
     progress: bool = True,
     json_path: str | Path | None = None,
     md_path: str | Path | None = None,
     plot_path: str | Path | None = None,
     reporter: Reporter | None = None,
+    kwargs: dict[str, Any] | None = None,
+    weights: str | Path | None = None,
 ) -> ProfileReport:
     """Profile `models` (names/paths, or {label: name/path}); the first is the reference ("teacher").
 
     Each entry is an artifact directory or model file (.onnx/.ort/.xml/.engine), or a torch model
     (embedded teacher name, run directory, checkpoint). `target` supplies threads, input size and
-    the peak ops for % of peak; `host` runs the artifacts on a device over SSH.
+    the peak ops for % of peak; `host` runs the artifacts on a device over SSH, each step (copying,
+    the run there) within `ssh_timeout` seconds (None: remote.DEFAULT_SSH_TIMEOUT). `kwargs` and
+    `weights` build the first model when it is `module:Class` or `FAMILY:PATH` (a user's teacher).
     """
     labelled = _labelled(models)
     if not labelled:
@@ -69,7 +74,13 @@ def profile(
         from edgedistill.core.targets import get_target
 
         tgt = get_target(target)
-    sources = [resolve(path, label) for label, path in labelled]
+    first = {k: v for k, v in (("kwargs", kwargs), ("weights", weights)) if v}
+    if first and is_artifact(labelled[0][1]):
+        raise EdgeDistillError(
+            f"--arg/--weights build the first model, a torch teacher; {labelled[0][1]} is an exported "
+            "artifact: put the teacher first or drop them"
+        )
+    sources = [resolve(path, label, **(first if i == 0 else {})) for i, (label, path) in enumerate(labelled)]
     unique_labels(sources)
     given_inputs = _load_inputs(inputs)
     opts = ProfileOptions(
@@ -95,7 +106,9 @@ def profile(
         if host is not None:
             from edgedistill.profiler.remote import run_remote
 
-            report = run_remote(host, sources, opts, given_inputs, ssh_options, identity, remote_python, rep)
+            report = run_remote(
+                host, sources, opts, given_inputs, ssh_options, identity, remote_python, rep, ssh_timeout
+            )
         else:
             report = run_profile(sources, opts, rep, given_inputs)
     if not report.measured:

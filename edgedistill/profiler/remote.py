@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from edgedistill.core.artifact import MANIFEST, member_path
 from edgedistill.core.errors import EdgeDistillError
 from edgedistill.runtime.progress import relay
 from edgedistill.runtime.report import ProfileReport
@@ -35,6 +36,7 @@ from edgedistill.runtime.sources import Source
 
 RESULT_MARK = "@@edgedistill-result "
 RUNTIME_ZIP = "edgedistill-runtime.zip"
+RUN_PID = "run.pid"
 _PACKAGE = Path(__file__).resolve().parent.parent
 # What runs on the device, by folder (docs/architecture.md): the torch-free floor, the ONNX
 # graph tools (ONNX Runtime's load checks the .onnx), the backends and the runtime.
@@ -42,6 +44,10 @@ DEVICE_PACKAGES = ("core", "onnxtools", "backends", "runtime")
 _USER = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._-]*$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _SAFE_REMOTE_PATH = re.compile(r"^/[A-Za-z0-9._/-]+$")
+# The longest one SSH step (copying the artifacts, the profile run on the device) may take; a
+# device that stops answering ends the profile with one line instead of hanging it.
+DEFAULT_SSH_TIMEOUT = 900.0
+_TIMEOUT_FIX = "give a longer ssh_timeout (--ssh-timeout SECONDS) if the device is just slow"
 
 
 @dataclass(frozen=True)
@@ -129,23 +135,28 @@ def stage_request(
 
 
 def copy_artifact(src: Source, dest: Path) -> None:
-    """The files the runtime loads (+ companions such as .bin, .onnx.data) and the manifest."""
+    """The files the runtime loads (+ companions such as .bin, .onnx.data) and the manifest.
+
+    Every name goes through core/artifact.py's member_path, whoever built the manifest: nothing
+    outside the artifact directory (by name or by link) is copied to the device."""
     art = src.artifact
     assert art is not None
-    dest.mkdir()
-    wanted = set()
+    where = art.dir / MANIFEST
+    links_ok = not where.exists()  # a bare model file, named by the caller: no manifest to distrust
+    wanted: set[str] = set()
     for f in art.manifest["files"]:
-        p = art.dir / f
-        wanted.add(p)
-        wanted.update(q for q in art.dir.glob(f"{glob_escape(p.stem)}.*") if q.is_file())
-        wanted.update(q for q in art.dir.glob(f"{glob_escape(p.name)}.*") if q.is_file())
-    for p in wanted:
+        p = member_path(art.dir, f, where, links_ok)
+        wanted.add(f)
+        for pattern in (f"{glob_escape(p.stem)}.*", f"{glob_escape(p.name)}.*"):
+            wanted.update(q.relative_to(art.dir).as_posix() for q in p.parent.glob(pattern) if q.is_file())
+    paths = {name: member_path(art.dir, name, where, links_ok) for name in sorted(wanted)}
+    dest.mkdir()
+    for name, p in paths.items():
         if not p.is_file():
-            raise EdgeDistillError(f"{p} is listed in {art.dir}/manifest.json but missing: re-run the export")
-        rel = p.relative_to(art.dir)
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(p, dest / rel)
-    (dest / "manifest.json").write_text(json.dumps(art.manifest))
+            raise EdgeDistillError(f"{p} is listed in {where} but missing: re-run the export")
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, dest / name)
+    (dest / MANIFEST).write_text(json.dumps(art.manifest))
 
 
 def glob_escape(name: str) -> str:
@@ -159,46 +170,52 @@ class Ssh:
         host: SshHost,
         options: Sequence[str] = (),
         identity: str | Path | None = None,
-        connect_timeout: int = 10,
+        timeout: float = DEFAULT_SSH_TIMEOUT,
     ) -> None:
         for tool in ("ssh", "scp"):
             if shutil.which(tool) is None:
                 raise EdgeDistillError(f"`{tool}` is not installed here: install the OpenSSH client")
+        if not timeout > 0:
+            raise EdgeDistillError(f"ssh_timeout must be a positive number of seconds, not {timeout}")
         self.host = host
-        common = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(connect_timeout)}"]
+        self.timeout = float(timeout)
+        common = ["-o", "BatchMode=yes"]  # never a password prompt: nothing could answer it
         if identity is not None:
             common += ["-i", str(identity)]
         for opt in options:
             if not re.match(r"^[A-Za-z][A-Za-z0-9]*[= ]", opt):
                 raise EdgeDistillError(f"--ssh-option '{opt}' is not Key=Value (as ssh -o takes it)")
             common += ["-o", opt]
+        common += _timeout_options(self.timeout)  # after the user's: ssh keeps an option's first value
         self._ssh = ["ssh", *common, *(["-p", str(host.port)] if host.port else [])]
         self._scp = ["scp", "-q", "-r", *common, *(["-P", str(host.port)] if host.port else [])]
 
-    def run(self, command: str, timeout: float | None = 120) -> subprocess.CompletedProcess[str]:
+    def run(self, command: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
         """One remote command (a string the remote shell reads: build it with shlex.quote)."""
         argv = [*self._ssh, "--", self.host.destination, command]
-        try:
-            done = subprocess.run(
-                argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-            )
-        except subprocess.TimeoutExpired:
-            raise EdgeDistillError(f"{self.host}: no answer within {timeout:.0f} s") from None
+        done = self._call(argv, timeout or self.timeout, "the command")
         if done.returncode == 255:
             raise EdgeDistillError(ssh_error(self.host, done.stderr))
         return done
+
+    def _call(self, argv: list[str], timeout: float, doing: str) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
+                argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+            )
+        except subprocess.TimeoutExpired:  # subprocess.run has killed ssh/scp by now
+            raise EdgeDistillError(timed_out(self.host, doing, timeout)) from None
 
     def copy_to(self, local: Sequence[Path], remote_dir: str) -> None:
         if not _SAFE_REMOTE_PATH.match(remote_dir):
             raise EdgeDistillError(f"{self.host}: unexpected remote directory {remote_dir!r}")
         args = ["--", *map(str, local), self.host.scp_path(remote_dir + "/")]
-        done = subprocess.run([*self._scp, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        doing = "copying the artifacts"
+        done = self._call([*self._scp, *args], self.timeout, doing)
         if done.returncode != 0 and re.search(r"Connection closed|subsystem request failed", done.stderr):
             # No SFTP server on the device (dropbear, minimal images): scp's original protocol (-O).
             # The remote path then passes the remote shell; it is a checked mktemp path, no quoting needed.
-            legacy = subprocess.run(
-                [*self._scp, "-O", *args], capture_output=True, text=True, stdin=subprocess.DEVNULL
-            )
+            legacy = self._call([*self._scp, "-O", *args], self.timeout, doing)
             if legacy.returncode == 0 or "unknown option" not in legacy.stderr:
                 done = legacy
         if done.returncode != 0:
@@ -218,18 +235,48 @@ class Ssh:
                 if not relay(line.rstrip("\n"), reporter):
                     errors.append(line)
 
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
-        try:
+        out: list[str] = []
+
+        def drain() -> None:
             assert proc.stdout is not None
-            out = proc.stdout.read()
-            rc = proc.wait()
+            out.append(proc.stdout.read())
+
+        readers = [threading.Thread(target=f, daemon=True) for f in (pump, drain)]
+        for reader in readers:
+            reader.start()
+        try:
+            rc = proc.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise StepTimedOut(timed_out(self.host, "the profile run", self.timeout)) from None
         except BaseException:
             proc.kill()
             proc.wait()
             raise
-        reader.join(timeout=5)
-        return rc, out, "".join(errors)
+        for reader in readers:
+            reader.join(timeout=5)
+        return rc, "".join(out), "".join(errors)
+
+
+class StepTimedOut(EdgeDistillError):
+    """A step outlived the SSH timeout (ssh was killed; what it started on the device may not be)."""
+
+
+def _timeout_options(timeout: float) -> list[str]:
+    """ssh's own limits within `timeout`: to connect (TCP and handshake) and to notice a link that
+    died mid-step (keepalives unanswered for 3 intervals)."""
+    connect = max(1, min(10, int(timeout)))
+    alive = max(1, min(15, int(timeout // 4)))
+    options = (f"ConnectTimeout={connect}", f"ServerAliveInterval={alive}", "ServerAliveCountMax=3")
+    return [arg for opt in options for arg in ("-o", opt)]
+
+
+def timed_out(host: SshHost, doing: str, seconds: float) -> str:
+    return (
+        f"{host}: {doing} got no answer within {seconds:g} s: check that the device is on and its sshd "
+        f"answers (`ssh -p {host.port or 22} {host.destination} true`), or {_TIMEOUT_FIX}"
+    )
 
 
 def ssh_error(host: SshHost, stderr: str, doing: str = "ssh failed") -> str:
@@ -241,7 +288,10 @@ def ssh_error(host: SshHost, stderr: str, doing: str = "ssh failed") -> str:
     if "Connection refused" in text:
         return f"{host}: connection refused on port {port} (is sshd running there? right port?)"
     if re.search(r"timed out|No route to host|Network is unreachable", text):
-        return f"{host}: unreachable on port {port} ({_last_line(text)})"
+        return (
+            f"{host}: unreachable on port {port} ({_last_line(text)}): check that the device is on and "
+            f"sshd listens on port {port}, or {_TIMEOUT_FIX}"
+        )
     if "Permission denied" in text or "Too many authentication failures" in text:
         return (
             f"{host}: authentication failed (no password prompts here: install your key with ssh-copy-id, "
@@ -270,17 +320,18 @@ def run_remote(
     identity: str | Path | None = None,
     remote_python: str = "python3",
     reporter: Reporter | None = None,
-    connect_timeout: int = 10,
+    timeout: float | None = None,
 ) -> ProfileReport:
-    """Copy, run remote_main on the device, bring the report back; the device's temp dir is removed."""
+    """Copy, run remote_main on the device, bring the report back; the device's temp dir is removed.
+    `timeout`: seconds any one step may take (DEFAULT_SSH_TIMEOUT when None)."""
     rep = reporter or Quiet()
     target = parse_host(host)
-    ssh = Ssh(target, ssh_options, identity, connect_timeout)
+    ssh = Ssh(target, ssh_options, identity, DEFAULT_SSH_TIMEOUT if timeout is None else timeout)
     with tempfile.TemporaryDirectory(prefix="edgedistill-remote-") as tmp:
         stage = Path(tmp)
         names = stage_request(stage, sources, opts, inputs)
         rep.stage(f"connecting to {target}")
-        made = ssh.run('mktemp -d "${TMPDIR:-/tmp}/edgedistill-profile.XXXXXX"')
+        made = ssh.run('mktemp -d "${TMPDIR:-/tmp}/edgedistill-profile.XXXXXX"', min(ssh.timeout, 120))
         remote_dir = _last_line(made.stdout)  # a login script may print before it
         if made.returncode != 0 or not _SAFE_REMOTE_PATH.match(remote_dir):
             raise EdgeDistillError(
@@ -289,14 +340,23 @@ def run_remote(
         try:
             rep.stage(f"copying {len(sources)} artifact(s) to {target}")
             ssh.copy_to([stage / n for n in names], remote_dir)
+            # exec keeps the shell's pid, written down first: a run that outlives the timeout is
+            # killed by it (closing ssh alone leaves it running on the device).
             command = (
-                f"cd {shlex.quote(remote_dir)} && env PYTHONPATH={shlex.quote(remote_dir + '/' + RUNTIME_ZIP)} "
+                f"cd {shlex.quote(remote_dir)} && echo $$ > {RUN_PID} && exec env "
+                f"PYTHONPATH={shlex.quote(remote_dir + '/' + RUNTIME_ZIP)} "
                 f"{shlex.quote(remote_python)} -m edgedistill.runtime.remote_main request.json"
             )
-            rc, out, err = ssh.stream(command, rep)
+            try:
+                rc, out, err = ssh.stream(command, rep)
+            except StepTimedOut:
+                with contextlib.suppress(EdgeDistillError):
+                    pid_file = shlex.quote(f"{remote_dir}/{RUN_PID}")
+                    ssh.run(f"kill $(cat {pid_file}) 2>/dev/null", timeout=min(ssh.timeout, 30))
+                raise
         finally:
             with contextlib.suppress(EdgeDistillError):
-                ssh.run(f"rm -rf {shlex.quote(remote_dir)}", timeout=30)
+                ssh.run(f"rm -rf {shlex.quote(remote_dir)}", timeout=min(ssh.timeout, 30))
     return parse_result(target, remote_python, rc, out, err)
 
 

@@ -16,6 +16,18 @@ from typing import Any
 from edgedistill.core.versions import installed_versions
 
 RUNTIMES = ("numpy", "onnxruntime", "openvino", "tensorrt", "torch", "edgedistill")
+# The vector/matrix extensions that decide which kernels run (OpenVINO's jit_avx2 vs jit_avx512 vs
+# AMX, bf16 or not, int8 dot products): what a latency number must be read with.
+ISA_FLAGS = (
+    "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8",
+    "asimd", "asimddp", "sve", "i8mm", "bf16",
+)  # fmt: skip
+
+
+def isa(flags: set[str] | None = None) -> list[str]:
+    """This CPU's kernel-relevant extensions, in ISA_FLAGS order (e.g. ['avx2', 'fma'] on Zen3)."""
+    have = cpuinfo()["flags"] if flags is None else flags
+    return [f for f in ISA_FLAGS if f in have]
 
 
 @lru_cache(maxsize=1)
@@ -63,6 +75,7 @@ def host_info(threads: int) -> dict[str, Any]:
         "system": f"{platform.system()} {platform.release()}",
         "arch": platform.machine(),
         "cpu": cpu["model"],
+        "isa": isa(),
         "cpu_mhz": cpu["mhz"],
         "logical_cpus": cpu["logical_cpus"],
         "physical_cores": cpu["physical_cores"],

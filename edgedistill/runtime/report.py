@@ -189,7 +189,8 @@ class ProfileReport:
             f"warm-up {st.get('warmup')} call(s) / {st.get('warmup_time')} s, {st.get('rounds')} interleaved "
             f"round(s) in {st.get('measure_s', 0):.1f} s.",
             f"Teacher = the first model given (`{first}`): speedup and PSNR are against it.",
-            f"Machine: {h.get('cpu')} ({h.get('arch')}, {h.get('logical_cpus')} CPUs), {h.get('system')}, "
+            f"Machine: {h.get('cpu')} ({h.get('arch')}, ISA {'+'.join(h.get('isa') or ['?'])}, "
+            f"{h.get('logical_cpus')} CPUs), {h.get('system')}, "
             f"host {h.get('hostname')}; "
             + ", ".join(f"{k} {v}" for k, v in (h.get("versions") or {}).items()),
         ]

@@ -146,6 +146,7 @@ def torch_source(model: str, label: str | None = None, **load_kwargs: Any) -> So
     import time
 
     from edgedistill.models.loading import load_generator
+    from edgedistill.models.modes import eval_mode
     from edgedistill.runtime.timing import peak_rss_bytes, rss_bytes
 
     rss0, peak0, t0 = rss_bytes(), peak_rss_bytes(), time.perf_counter()
@@ -156,7 +157,7 @@ def torch_source(model: str, label: str | None = None, **load_kwargs: Any) -> So
         preload["rss"] = rss1 - rss0
     if peak0 is not None and peak1 is not None:
         preload["peak_rss"] = peak1 - peak0
-    module = loaded.module.eval()
+    module = eval_mode(loaded.module)
     nbytes = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
     spec = loaded.spec
 

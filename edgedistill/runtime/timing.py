@@ -115,13 +115,15 @@ def measure_rounds(
     appends = [t.append for t in times]
     pairs = list(zip(calls, appends, strict=True))
     pc = time.perf_counter_ns
-    start = pc()
-    last_report = start
     rounds = 0
     interrupted = False
     min_ns = int(min_time * 1e9)
     max_ns = int(max_time * 1e9) if max_time else None
     with gc_paused():
+        # the clock starts after the collection: a big process's gc.collect() can take seconds, which
+        # min_time/max_time and the wall time must not count as measuring
+        start = pc()
+        last_report = start
         try:
             while True:
                 for (run, inputs), append in pairs:

@@ -23,8 +23,10 @@ class TorchRunner:
     ) -> None:
         import torch
 
+        from edgedistill.models.modes import eval_mode
+
         self._torch = torch
-        self.module = module.eval()
+        self.module = eval_mode(module)
         self.input_names = list(input_names)
         self.output_names = list(output_names)
         self._layer_ns: dict[str, int] = {}

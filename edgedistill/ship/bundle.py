@@ -2,10 +2,14 @@
 
 The runner (templates/run_model.py) imports numpy and the runtime only, and reads the manifest for
 everything model-specific, so the same file serves every bundle; the README is written per model.
+The C++ app (templates/cpp/) is filled in per model instead: C++ has no JSON reader to lean on, so
+the manifest's names, shapes and ranges are written into cpp/main.cpp as constants.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import zipfile
 from dataclasses import dataclass
@@ -13,7 +17,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from edgedistill.core.artifact import MANIFEST, Artifact, read_manifest
+from edgedistill.core.artifact import MANIFEST, Artifact, member_path, read_manifest
 from edgedistill.core.atomic import write_atomic
 from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.spec import GeneratorSpec
@@ -21,6 +25,9 @@ from edgedistill.ship.run import size_multiple
 
 TEMPLATES = Path(__file__).parent / "templates"
 RUNNER = "run_model.py"
+CPP_MAIN, CPP_CMAKE = "cpp/main.cpp", "cpp/CMakeLists.txt"
+CPP_BACKENDS = ("openvino", "onnxruntime")  # runtimes the C++ app is written for
+OV_HINTS = ("f32", "f16", "bf16")
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # same bytes for the same artifact: bundles can be diffed and cached
 
 
@@ -51,6 +58,7 @@ def bundle(artifact_dir: str | Path, out: str | Path) -> BundleResult:
         "README.md": readme(art, spec, files),
         RUNNER: (TEMPLATES / RUNNER).read_text(),
         "requirements.txt": requirements(art.manifest),
+        **cpp_app(art, spec, files[0]),
     }
 
     def write(tmp: Path) -> None:
@@ -75,7 +83,7 @@ def model_files(art: Artifact) -> list[str]:
             files.append("required_operators.config")
     files = list(dict.fromkeys(files))
     for name in files:
-        if not (art.dir / name).is_file():
+        if not member_path(art.dir, name).is_file():  # only files inside the directory travel
             raise EdgeDistillError(
                 f"{art.dir / name} is listed in {MANIFEST} but missing: re-run `edgedistill export`"
             )
@@ -96,33 +104,116 @@ def requirements(manifest: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---------------------------------------------------------------------------------------- C++ app
+_FIELD = re.compile(r"@([a-z0-9_]+)@")
+
+
+def cpp_app(art: Artifact, spec: GeneratorSpec, model_file: str) -> dict[str, str]:
+    """cpp/main.cpp and cpp/CMakeLists.txt for the artifact's runtime; none for TensorRT, whose
+    engine is built on the device (the README's C/C++ section shows how to load it there)."""
+    if art.backend not in CPP_BACKENDS:
+        return {}
+    cpp = TEMPLATES / "cpp"
+    values = _cpp_values(art, spec, model_file)
+    backend = fill((cpp / f"{art.backend}.cpp").read_text(), values)
+    main = fill((cpp / "main.cpp").read_text(), {**values, "backend_code": backend})
+    cmake = fill((cpp / f"CMakeLists.{art.backend}.txt").read_text(), values)
+    return {CPP_MAIN: main, CPP_CMAKE: cmake}
+
+
+def fill(text: str, values: dict[str, str]) -> str:
+    """Replace each @field@ (CMake's configure_file style: neither C++ nor CMake code uses @)."""
+    return _FIELD.sub(lambda m: values[m.group(1)], text)
+
+
+def _cpp_values(art: Artifact, spec: GeneratorSpec, model_file: str) -> dict[str, str]:
+    """The manifest's contract as C++ literals: the same numbers run_model.py reads at run time."""
+    target = art.manifest.get("target") or {}
+    inp = spec.inputs[0]
+    size = _exported_size(art, spec)
+    if target.get("dynamic_shape") is False:
+        shape: list[int | str] = list(spec.input_shape(size if spec.kind == "image" else None, batch=1))
+    else:
+        shape = list(inp.shape)
+    hint, f16_if_capable = ov_cpu_precision(art.manifest)
+    (lo, hi), (olo, ohi) = spec.input_range, spec.output_range
+    return {
+        "backend": art.backend,
+        "precision": art.precision,
+        "model_file": _c_string(model_file),
+        "input_name": _c_string(inp.name),
+        "output_name": _c_string(spec.outputs[0].name if spec.outputs else "output"),
+        "is_image": "true" if spec.kind == "image" else "false",
+        "input_shape": ", ".join(str(d) if isinstance(d, int) else "-1" for d in shape),
+        "default_h": str(size[0]),
+        "default_w": str(size[1]),
+        "multiple": str(size_multiple(spec)),
+        "in_lo": repr(float(lo)),
+        "in_hi": repr(float(hi)),
+        "out_lo": repr(float(olo)),
+        "out_hi": repr(float(ohi)),
+        "device": _c_string(str(target.get("device") or "CPU")),
+        "precision_hint": hint,
+        "f16_if_capable": "true" if f16_if_capable else "false",
+        "backend_include": {
+            "openvino": "#include <openvino/openvino.hpp>",
+            "onnxruntime": "#include <onnxruntime_cxx_api.h>",
+        }[art.backend],
+    }
+
+
+def ov_cpu_precision(manifest: dict[str, Any]) -> tuple[str, bool]:
+    """run_model.py's INFERENCE_PRECISION_HINT rule: (hint, whether an fp16 IR runs f16 only where
+    the CPU reports FP16 — decided at run time, on the device)."""
+    recorded = (manifest.get("backend_info") or {}).get("inference_precision")
+    recorded = recorded or ((manifest.get("target") or {}).get("options") or {}).get("inference_precision")
+    if recorded in OV_HINTS:
+        return recorded, False
+    precision = manifest.get("precision", "fp32")
+    if precision == "bf16":
+        return "bf16", False
+    return "f32", precision == "fp16"
+
+
+def _exported_size(art: Artifact, spec: GeneratorSpec) -> tuple[int, int]:
+    target = art.manifest.get("target") or {}
+    size = spec.default_size or target.get("input_size") or (256, 256)  # export records its size in the spec
+    return int(size[0]), int(size[1])
+
+
+def _c_string(text: str) -> str:
+    """`text` inside a C++ string literal (JSON's escapes are C's for the characters names use)."""
+    return json.dumps(text)[1:-1]
+
+
 # ------------------------------------------------------------------------------------------- README
 def readme(art: Artifact, spec: GeneratorSpec, files: list[str]) -> str:
     m = art.manifest
     target = m.get("target") or {}
     static = target.get("dynamic_shape") is False
-    exported = (
-        spec.default_size or target.get("input_size") or (256, 256)
-    )  # export records its size in the spec
-    size = tuple(exported) if spec.kind == "image" else None
-    shape = spec.input_shape(size, batch=1)  # type: ignore[arg-type]
+    size = _exported_size(art, spec) if spec.kind == "image" else None
+    shape = spec.input_shape(size, batch=1)
     model_file = files[0]
     runtime = {"onnxruntime": "onnxruntime", "openvino": "openvino"}.get(art.backend, "the runtime")
     values = {
         "title": f"{spec.family or 'generator'} for {target.get('name', art.backend)} ({art.backend}, {art.precision})",
         "summary": _summary(m, target),
         "artifact": art.dir.name,
-        "files_table": "\n".join(f"| `{f}` | {_describe(f, files[0], art)} |" for f in _listing(files)),
+        "files_table": "\n".join(
+            f"| `{f}` | {_describe(f, files[0], art)} |" for f in _listing(files, art.backend)
+        ),
         "io": _io(spec, static, size),
         "python_usage": _python_usage(spec, art.backend),
         "runtime_name": runtime,
         "cpp": _cpp(art, spec, model_file, shape),
+        "cpp_app": _cpp_app_usage(art, spec, model_file),
     }
     return Template((TEMPLATES / "bundle_readme.md").read_text()).substitute(values)
 
 
-def _listing(files: list[str]) -> list[str]:
-    return [*files, MANIFEST, RUNNER, "requirements.txt", "README.md"]
+def _listing(files: list[str], backend: str) -> list[str]:
+    app = [CPP_MAIN, CPP_CMAKE] if backend in CPP_BACKENDS else []
+    return [*files, MANIFEST, RUNNER, "requirements.txt", *app, "README.md"]
 
 
 def _describe(name: str, model_file: str, art: Artifact) -> str:
@@ -135,6 +226,8 @@ def _describe(name: str, model_file: str, art: Artifact) -> str:
         RUNNER: "standalone runner: numpy + the runtime",
         "requirements.txt": "what run_model.py needs",
         "README.md": "this file",
+        CPP_MAIN: "C++ app: load, pre-process, run, post-process, time (see C++ app)",
+        CPP_CMAKE: "builds the C++ app (see C++ app)",
         "required_operators.config": "operators for a reduced ONNX Runtime build",
     }.get(name, "weights" if name.endswith(".bin") else "model file")
 
@@ -242,12 +335,42 @@ def _cpp(art: Artifact, spec: GeneratorSpec, model_file: str, shape: list[int]) 
     return Template((TEMPLATES / (name or "cpp_tensorrt.md")).read_text()).substitute(values).rstrip() + "\n"
 
 
+def _cpp_app_usage(art: Artifact, spec: GeneratorSpec, model_file: str) -> str:
+    """The README's "C++ app": how to build and run cpp/ (templates/cpp/usage_*.md)."""
+    if art.backend not in CPP_BACKENDS:
+        return (
+            f"No C++ app in this bundle: a {art.backend} engine is built on the device it runs on, "
+            "then loaded as the C/C++ section above shows.\n"
+        )
+    values = _cpp_values(art, spec, model_file)
+    values["size_note"] = _size_note(art, spec)
+    values["input_step"] = (
+        f"reads a picture, maps it as the I/O contract says (NCHW float32 in [{values['in_lo']}, "
+        f"{values['in_hi']}])"
+        if spec.kind == "image"
+        else "draws its input z ~ N(0, 1)"
+    )
+    return fill((TEMPLATES / "cpp" / f"usage_{art.backend}.md").read_text(), values)
+
+
+def _size_note(art: Artifact, spec: GeneratorSpec) -> str:
+    h, w = _exported_size(art, spec)
+    if spec.kind != "image":
+        return (
+            "; a noise generator needs no picture: without `--input z.f32` it draws z ~ N(0, 1) from "
+            "seed 0 with C++'s std::mt19937 (not numpy's numbers)"
+        )
+    if (art.manifest.get("target") or {}).get("dynamic_shape") is False:
+        return f", exactly {w}x{h} pixels (the input shape is static: resize pictures first)"
+    m = size_multiple(spec)
+    return " of any size" + (f" (center-cropped to multiples of {m})" if m > 1 else "")
+
+
 def _ov_hint(art: Artifact) -> str:
-    """OpenVINO's inference precision: what export recorded, else what the artifact's precision implies."""
-    recorded = (art.manifest.get("backend_info") or {}).get("inference_precision")
-    if recorded in ("f32", "f16", "bf16"):
-        return recorded
-    return {"fp16": "f16", "bf16": "bf16"}.get(art.precision, "f32")
+    """OpenVINO's inference precision: what export recorded, else what the artifact's precision implies
+    (an fp16 IR: f16, on a CPU that has it)."""
+    hint, f16_if_capable = ov_cpu_precision(art.manifest)
+    return "f16" if f16_if_capable else hint
 
 
 def _ort_note(model_file: str, art: Artifact) -> str:

@@ -6,6 +6,8 @@ manifest.json beside it for the model file, the input name and shape and the val
 
     python run_model.py --input in.png --output out.png [--threads 2]   image -> image
     python run_model.py --seed 0 --count 4 --output grid.png            noise -> image(s)
+    python run_model.py --input x.npy --output out.png                  the input array as is (N, C, H, W)
+                                                                        (an inpainter's RGB + mask)
 
 PNG in and out needs nothing else; with Pillow installed it also reads JPEG and resizes inputs
 to a static input shape. In an app: `Model(folder)(x)` with x float32 NCHW in the input range.
@@ -47,6 +49,10 @@ class Model:
         if all(isinstance(d, int) for d in self.input_shape[2:4]) and self.kind == "image":
             self.static_size = tuple(self.input_shape[2:4])
         path = folder / self.manifest["files"][0]
+        if not path.resolve().is_relative_to(folder.resolve()):  # a tampered manifest leads nowhere else
+            sys.exit(
+                f"{folder / 'manifest.json'}: the model file {self.manifest['files'][0]!r} is outside {folder}"
+            )
         backend = self.manifest["backend"]
         if backend == "onnxruntime":
             self._call = _onnxruntime(path, threads, target)
@@ -293,7 +299,9 @@ def main(argv: list[str] | None = None) -> None:
     model = Model(args.folder, args.threads)
     lo, hi = model.input_range
     batch = 1
-    if model.kind == "image":
+    if args.input is not None and args.input.suffix == ".npy":  # preprocessed: the model's first input
+        xs = [np.load(args.input)]
+    elif model.kind == "image":
         if args.input is None or not args.input.is_file():
             sys.exit(f"input image not found: {args.input}" if args.input else "give --input IMAGE")
         channels = model.input_shape[1] if isinstance(model.input_shape[1], int) else 3

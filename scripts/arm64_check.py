@@ -1,0 +1,675 @@
+"""The ARM targets' artifacts, run by an aarch64 ONNX Runtime under emulation, checked against x86.
+
+    sudo .venv/bin/python scripts/arm64_check.py [--out DIR] [--json FILE] [--markdown FILE]
+
+On an x86_64 Debian/Ubuntu host with root it builds (once; cached under scratch/arm64/, keyed by
+its package list) a Debian bookworm arm64 userland with mmdebstrap, installs the aarch64 wheels of
+this venv's onnxruntime, numpy and pillow there with pip, and runs it with qemu-user through
+binfmt_misc. It exports a tiny ResNet student (32x32) for every precision of every aarch64 target
+(targets/*.toml), bundles each (`edgedistill bundle`), and runs each bundle's own standalone
+run_model.py twice on the same inputs: here (x86) and in the userland (aarch64, as a Cortex-A76,
+then a Cortex-A72, the Raspberry Pi 5's and 4's cores). It compares the outputs (tolerance per
+precision, TOLERANCE below) and records which execution provider ran each node there (ORT's
+session profiling). It writes the result as JSON and as Markdown rows "where it has run".
+
+Correctness only: under qemu a millisecond says nothing about an ARM device, so no time the
+emulated runs take is reported as latency (the JSON's `check_wall_s` is how long this check took).
+
+Where the host cannot do it (not x86_64 Linux, no root, no apt-get for the missing tools, no
+binfmt_misc) it prints one line saying what is missing and exits 3; a mismatch exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np  # the probe runs in the userland too: numpy and onnxruntime only there
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "scratch" / "arm64"
+SUITE = "bookworm"  # its python3 is 3.11: the wheels below are fetched for that
+PYTHON = "3.11"
+APT_PACKAGES = ("python3", "libstdc++6")  # onnxruntime's wheel links the system libstdc++
+WHEELS = ("onnxruntime", "numpy", "pillow")  # at this venv's versions: both sides run the same release
+WHEEL_PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_35_aarch64")
+HOST_TOOLS = {  # command -> Debian package
+    "mmdebstrap": "mmdebstrap",
+    "arch-test": "arch-test",
+    "qemu-aarch64-static": "qemu-user-static",
+    "update-binfmts": "binfmt-support",
+}
+BINFMT = Path("/proc/sys/fs/binfmt_misc")
+CPUS = ("cortex-a76", "cortex-a72")  # QEMU_CPU: Pi 5 (Armv8.2: fp16, dot product), Pi 4 (Armv8.0)
+FAKE_CPUS = 4  # the userland's stand-in /sys/devices/system/cpu (see fake_sysfs_cpu)
+SIZE = 32
+JOB = "root/arm64-check"  # where a run's bundles are unzipped inside the userland (one folder per run)
+# Max |x86 - aarch64| on outputs in [-1, 1]. fp32: kernels differ (NEON vs AVX) only in summation
+# order. fp16: the ARM CPU EP may compute in fp16 where x86 converts to fp32 (10-bit mantissa).
+# int8: an activation may round to the neighbouring level on one side; the step is per model, so
+# the bound is INT8_STEPS of the largest activation step, carried through the float last layer.
+TOLERANCE = {"fp32": 1e-5, "fp16": 1e-2}
+INT8_STEPS = 3
+
+
+class Unavailable(Exception):
+    """This host cannot run the check; the message is the one line that says why."""
+
+
+# ---------------------------------------------------------------------------------- the host
+def host_problem() -> str | None:
+    """Why this host cannot run the check at all, or None."""
+    if sys.platform != "linux":
+        return f"needs Linux (this is {sys.platform}): qemu-user and binfmt_misc are Linux features"
+    if platform.machine() == "aarch64":
+        return "this host is aarch64 already: unzip a bundle and run its run_model.py here directly"
+    if platform.machine() != "x86_64":
+        return f"needs an x86_64 host (this is {platform.machine()})"
+    if os.geteuid() != 0:
+        return "needs root (mmdebstrap and chroot): run it with sudo"
+    return None
+
+
+def ensure_host_tools() -> None:
+    """Install qemu-user-static, mmdebstrap, arch-test and binfmt-support with apt-get if missing."""
+    missing = sorted({pkg for cmd, pkg in HOST_TOOLS.items() if shutil.which(cmd) is None})
+    if not missing:
+        return
+    if shutil.which("apt-get") is None:
+        raise Unavailable(f"needs {', '.join(missing)} and there is no apt-get here: install them")
+    print(f"installing {', '.join(missing)} with apt-get", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise Unavailable(f"`{' '.join(cmd)}` failed ({tail[0]}): install {', '.join(missing)}")
+
+
+def ensure_binfmt() -> None:
+    """Mount binfmt_misc and enable qemu-aarch64 in it: the kernel then runs aarch64 ELFs via qemu."""
+    if not (BINFMT / "register").exists():
+        done = subprocess.run(["mount", "binfmt_misc", "-t", "binfmt_misc", str(BINFMT)], capture_output=True)
+        if done.returncode != 0:
+            raise Unavailable(
+                f"cannot mount binfmt_misc on {BINFMT} ({done.stderr.decode().strip() or 'refused'}): "
+                "a container needs it from its host (docker run --privileged)"
+            )
+    entry = BINFMT / "qemu-aarch64"
+    if (not entry.exists() or not entry.read_text().startswith("enabled")) and shutil.which("update-binfmts"):
+        subprocess.run(["update-binfmts", "--enable", "qemu-aarch64"], capture_output=True)
+    if not entry.exists() or not entry.read_text().startswith("enabled"):
+        raise Unavailable(
+            "qemu-aarch64 is not enabled in binfmt_misc: `update-binfmts --enable qemu-aarch64`"
+        )
+    if "flags: " not in entry.read_text() or "F" not in entry.read_text().split("flags: ")[1].split()[0]:
+        raise Unavailable(f"{entry} lacks the F flag (qemu is not preloaded): reinstall qemu-user-static")
+
+
+# -------------------------------------------------------------------------------- the userland
+def wheel_pins(names: tuple[str, ...] = WHEELS) -> list[str]:
+    """name==version of each wheel at this venv's version, so both sides run the same release."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return [f"{name}=={version(name)}" for name in names]
+    except PackageNotFoundError as exc:
+        raise Unavailable(f"{exc.name} is not installed here: `make setup` first") from None
+
+
+def userland_key(pins: list[str]) -> str:
+    """What the userland is made of, hashed: a change of any package gives a new one."""
+    recipe = {"suite": SUITE, "apt": APT_PACKAGES, "wheels": pins, "platforms": WHEEL_PLATFORMS,
+              "fake_cpus": FAKE_CPUS, "variant": "extract", "pip": wheel_pins(("pip",))}  # fmt: skip
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cached_userland(cache: Path = CACHE) -> Path | None:
+    """The finished userland for this venv's packages, if one was built before."""
+    try:
+        done = cache / f"userland-{userland_key(wheel_pins())}"
+    except Unavailable:
+        return None
+    return done if (done / "userland.json").is_file() else None
+
+
+def run_logged(
+    cmd: list[str], what: str, timeout: float | None = None, env: dict | None = None, needs: str = ""
+) -> str:
+    """Run a build step, return its stdout; on failure one line with the step and its output's tail.
+
+    `needs` names what a download step needs from the host (the network): its failure is then the
+    host's limit (Unavailable, exit 3), not a fault of the check."""
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise Unavailable(
+            f"{what} took over {timeout:.0f} s: gave up (the partial build was removed)"
+        ) from None
+    if done.returncode != 0:
+        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+        if needs:
+            raise Unavailable(f"{what} failed ({tail}): it needs {needs}")
+        raise RuntimeError(f"{what} failed (exit {done.returncode}): {tail}")
+    return done.stdout
+
+
+def fake_sysfs_cpu(rootfs: Path, count: int = FAKE_CPUS) -> None:
+    """A stand-in /sys/devices/system/cpu (the chroot has no /sys): what ORT's cpuinfo reads to count cores.
+
+    Only online/possible/present and each CPU's topology. Without it ORT 1.32 warns and carries on,
+    but runtimes have crashed probing caches there. CPU features do not come from here: ORT reads
+    them from the kernel's HWCAP bits, which qemu sets per QEMU_CPU (see arm_features).
+    """
+    base = rootfs / "sys" / "devices" / "system" / "cpu"
+    span = f"0-{count - 1}"
+    for name in ("online", "possible", "present"):
+        (base / name).parent.mkdir(parents=True, exist_ok=True)
+        (base / name).write_text(span + "\n")
+    for i in range(count):
+        topo = base / f"cpu{i}" / "topology"
+        topo.mkdir(parents=True, exist_ok=True)
+        for name, value in {"physical_package_id": "0", "core_id": str(i), "cluster_id": "0",
+                            "thread_siblings_list": str(i), "core_siblings_list": span,
+                            "cluster_cpus_list": span, "package_cpus_list": span}.items():  # fmt: skip
+            (topo / name).write_text(value + "\n")
+
+
+def build_userland(dest: Path, pins: list[str], timeout: float | None) -> None:
+    """Unpack an arm64 bookworm with python3 into dest/rootfs, pip-install the wheels there, check it.
+
+    Packages are only unpacked (mmdebstrap's extract variant): a full install with python3-pip took
+    ~11 min here, nearly all of it maintainer scripts under emulation, which Python does not need. The
+    bytecode of the userland's Python 3.11 is compiled here natively: .pyc files do not depend on
+    the CPU, and compiling under emulation at every start would cost seconds per import.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def left() -> float | None:
+        return None if deadline is None else max(1.0, deadline - time.monotonic())
+
+    rootfs = dest / "rootfs"
+    print(f"building the arm64 userland in {dest} (a few minutes)", flush=True)
+    run_logged(["mmdebstrap", "--quiet", "--mode=root", "--arch=arm64", "--variant=extract",
+                f"--include={','.join(APT_PACKAGES)}", SUITE, str(rootfs)], "mmdebstrap", left(),
+               needs="deb.debian.org (or an apt proxy)")  # fmt: skip
+    wheels = rootfs / "tmp" / "wheels"
+    platforms = [arg for p in WHEEL_PLATFORMS for arg in ("--platform", p)]
+    pip = wheel_pins(("pip",))[0]  # pip itself as a wheel: it runs from the zip, no python3-pip needed
+    run_logged([sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(wheels), *platforms,
+                "--python-version", PYTHON, "--only-binary=:all:", pip, *pins], "pip download (aarch64 wheels)",
+               left(), needs="PyPI (or the pip index configured here)")  # fmt: skip
+    fake_sysfs_cpu(rootfs)
+    pip_wheel = next(wheels.glob("pip-*.whl")).name
+    run_logged([chroot(), str(rootfs), "/usr/bin/python3", f"/tmp/wheels/{pip_wheel}/pip", "install", "--quiet",
+                "--no-index", "--no-compile", "--break-system-packages", "--root-user-action=ignore",
+                "--no-warn-script-location", "--find-links", "/tmp/wheels", *pins],
+               "pip install (in the userland)", left())  # fmt: skip
+    shutil.rmtree(wheels)
+    run_logged([sys.executable, "-m", "compileall", "-q", "-j", "0", "-s", str(rootfs), "-p", "/",
+                str(rootfs / "usr" / "lib" / f"python{PYTHON}"),
+                str(rootfs / "usr" / "local" / "lib" / f"python{PYTHON}")], "compileall", left())  # fmt: skip
+    probe = "import onnxruntime, numpy, PIL, platform; print(platform.machine(), onnxruntime.__version__)"
+    said = run_logged([chroot(), str(rootfs), "/usr/bin/python3", "-c", probe], "importing onnxruntime there",
+                      left(), userland_env("max"))  # fmt: skip
+    if not said.startswith("aarch64"):
+        raise RuntimeError(f"the new userland's Python is not aarch64: it says {said.strip()!r}")
+    meta = {"suite": SUITE, "apt": list(APT_PACKAGES), "wheels": pins, "check": said.strip()}
+    (dest / "userland.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def chroot() -> str:
+    """chroot's full path: the userland's environment has no sbin on PATH to find it by."""
+    return shutil.which("chroot") or shutil.which("chroot", path="/usr/sbin:/sbin") or "/usr/sbin/chroot"
+
+
+def userland(build: bool = True, timeout: float | None = None, cache: Path = CACHE) -> Path:
+    """The cached userland for this venv's packages; built first (into a temp dir, then renamed)."""
+    if (done := cached_userland(cache)) is not None:
+        return done
+    pins = wheel_pins()
+    done = cache / f"userland-{userland_key(pins)}"
+    if not build:
+        raise Unavailable(
+            f"no arm64 userland cached in {done}: build it once with `sudo {_command()}` (~2 min)"
+        )
+    partial = cache / f".building-{done.name}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        build_userland(partial, pins, timeout)
+        partial.rename(done)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return done
+
+
+def userland_env(cpu: str) -> dict[str, str]:
+    """A clean environment for the userland; QEMU_CPU picks the emulated core."""
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LC_ALL": "C.UTF-8",
+            "PYTHONDONTWRITEBYTECODE": "1", "QEMU_CPU": cpu}  # fmt: skip
+
+
+def _command() -> str:
+    return f"{Path(sys.executable)} {Path(__file__).resolve()}"
+
+
+# ------------------------------------------------------------------------------- the artifacts
+def student_run(root: Path) -> Path:
+    """A tiny ResNet generator (ngf 8, 2 blocks, BatchNorm) whose output depends on its input.
+
+    Default init fades the signal through eval BatchNorm to flat gray, which any wrong kernel would
+    also produce; a gain on the convs and non-default BatchNorm statistics keep it visible.
+    """
+    import torch
+
+    from edgedistill.core.spec import spec_for_family
+    from edgedistill.models import create
+    from edgedistill.models.weights import save_weights
+
+    kwargs = {"ngf": 8, "n_blocks": 2, "norm": "batch"}
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        net = create("resnet", **kwargs).eval()
+        with torch.no_grad():
+            for m in net.modules():
+                if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+                    m.weight.mul_(2.0)
+                elif isinstance(m, torch.nn.BatchNorm2d):
+                    m.running_mean.uniform_(-0.2, 0.2)
+                    m.running_var.uniform_(0.5, 1.5)
+    run = root / "student"
+    run.mkdir(parents=True, exist_ok=True)
+    save_weights(net, run / "generator.safetensors")
+    spec_for_family("resnet", kwargs, default_size=(SIZE, SIZE)).save(run / "model.json")
+    return run
+
+
+def photo_crops(count: int, size: int, split: str, seed: int) -> np.ndarray:
+    """(count, 3, size, size) crops of the bundled photos in [0, 1]: real activation ranges."""
+    import torch
+
+    from edgedistill.data.bundled import bundled_photos, random_crops
+
+    return random_crops(bundled_photos(split), count, size, torch.Generator().manual_seed(seed)).numpy()
+
+
+def calibration_folder(folder: Path) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, crop in enumerate(photo_crops(40, 48, "train", 0)):
+        Image.fromarray((crop.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)).save(folder / f"{i:02d}.png")
+    return folder
+
+
+def arm_cases() -> list[tuple[str, str]]:
+    """(target, precision) for every precision of every aarch64 ONNX Runtime target profile.
+
+    The Jetsons are aarch64 too, but their TensorRT engines are built on the device
+    (scripts/tensorrt_check.py); no emulator runs a GPU.
+    """
+    from edgedistill.core.targets import load_targets
+
+    targets = load_targets().values()
+    return [
+        (t.name, p)
+        for t in targets
+        if t.arch == "aarch64" and t.backend == "onnxruntime"
+        for p in t.precisions
+    ]
+
+
+def export_bundles(out: Path, log=print) -> dict[str, dict]:
+    """Export the student for each ARM case here (x86) and bundle it: case -> zip and export facts."""
+    import edgedistill
+    from edgedistill.ship.bundle import bundle
+
+    run, photos = student_run(out), calibration_folder(out / "calibration")
+    made = {}
+    for target, precision in arm_cases():
+        name = f"{target}-{precision}"
+        art = edgedistill.export(
+            str(run), target, out / name, precision=precision, size=(SIZE, SIZE), calib_data=photos,
+            calib_size=32, holdout=4, min_psnr=20.0, threads=1, log=lambda _m: None,
+        )  # fmt: skip
+        made[name] = {
+            "target": target,
+            "precision": precision,
+            "zip": bundle(art.out, out / f"{name}.zip").path,
+            "files": art.manifest["files"],
+            "gate_psnr_vs_fp32": art.manifest["quality"]["psnr_vs_fp32"],
+            "tolerance": tolerance(precision, art.out),
+        }
+        log(f"exported and bundled {name}: {', '.join(art.manifest['files'])}")
+    return made
+
+
+def tolerance(precision: str, folder: Path) -> float:
+    """The bound on max |x86 - aarch64| (see TOLERANCE); int8's from the export's own QDQ scales."""
+    if precision != "int8":
+        return TOLERANCE[precision]
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(folder / "model.onnx"))  # .ort exports keep their QDQ .onnx beside
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    scales = [float(inits[n.input[1]].max()) for n in model.graph.node
+              if n.op_type == "QuantizeLinear" and n.input[1] in inits]  # fmt: skip
+    return INT8_STEPS * max(scales)
+
+
+def inputs() -> np.ndarray:
+    """What both sides run: held-out photo crops, mapped to the model's input range [-1, 1]."""
+    return (photo_crops(3, SIZE, "heldout", 1) * 2 - 1).astype(np.float32)
+
+
+# ------------------------------------------------------------------ inside a runtime: the probe
+def probe(cases: Path, threads: int = 1) -> None:
+    """Run each bundle under cases/ through its own run_model.Model; write outputs and placement.
+
+    Runs on either side with numpy and onnxruntime only (no edgedistill in the userland).
+    """
+    import onnxruntime as ort
+
+    x = np.load(cases / "inputs.npy")
+    report = {"machine": platform.machine(), "onnxruntime": ort.__version__, "cpu_features": arm_features(),
+              "available_providers": ort.get_available_providers(), "cases": {}}  # fmt: skip
+    for folder in sorted(p for p in cases.iterdir() if (p / "run_model.py").is_file()):
+        report["cases"][folder.name] = probe_case(folder, x, threads)
+    (cases / "probe.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def arm_features() -> list[str] | None:
+    """The aarch64 features the kernel (here: qemu) reports, which ORT's kernels pick paths by."""
+    if platform.machine() != "aarch64":
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    libc.getauxval.restype = ctypes.c_ulong
+    hwcap, hwcap2 = libc.getauxval(16), libc.getauxval(26)  # AT_HWCAP, AT_HWCAP2
+    bits = {
+        "fp16": hwcap >> 9,
+        "dotprod": hwcap >> 20,
+        "sve": hwcap >> 22,
+        "i8mm": hwcap2 >> 13,
+        "bf16": hwcap2 >> 14,
+    }
+    return [name for name, bit in bits.items() if bit & 1]
+
+
+def probe_case(folder: Path, x: np.ndarray, threads: int) -> dict:
+    """One bundle: its run_model.Model on x, one input at a time; outputs.npy and where nodes ran.
+
+    ORT's profiler is switched on in the session the runner itself creates (a subclass that only
+    sets the option and keeps the session), so the placement recorded is that of the compared run.
+    """
+    import onnxruntime as ort
+
+    sessions: list = []
+
+    class Profiled(ort.InferenceSession):
+        def __init__(self, path, sess_options=None, providers=None, **kw):
+            sess_options = sess_options or ort.SessionOptions()
+            sess_options.enable_profiling = True
+            sess_options.profile_file_prefix = str(folder / "ort_profile")
+            super().__init__(path, sess_options, providers=providers, **kw)
+            sessions.append(self)
+
+    spec = importlib.util.spec_from_file_location(f"run_model_{folder.name}", folder / "run_model.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    original, ort.InferenceSession = ort.InferenceSession, Profiled
+    try:
+        model = runner.Model(folder, threads=threads)
+    finally:
+        ort.InferenceSession = original
+    np.save(folder / "outputs.npy", np.concatenate([model(x[i : i + 1]) for i in range(len(x))]))
+    session = sessions[0]
+    trace = json.loads(Path(session.end_profiling()).read_text())
+    options = (model.manifest.get("target") or {}).get("options") or {}
+    return {
+        "model_file": model.manifest["files"][0],
+        "requested_providers": options.get("execution_providers") or ["CPUExecutionProvider"],
+        "providers": session.get_providers(),
+        "nodes": placement(trace),
+    }
+
+
+def placement(trace: list[dict]) -> dict[str, dict[str, int]]:
+    """Provider -> {op type: nodes} from an ORT profile (each node's kernel event, counted once)."""
+    seen: dict[str, tuple[str, str]] = {}
+    for event in trace:
+        args = event.get("args") or {}
+        if event.get("cat") == "Node" and "provider" in args and event["name"].endswith("_kernel_time"):
+            seen[event["name"]] = (args["provider"], args.get("op_name", "?"))
+    table: dict[str, dict[str, int]] = {}
+    for provider, op in seen.values():
+        table.setdefault(provider, {})
+        table[provider][op] = table[provider].get(op, 0) + 1
+    return {p: dict(sorted(ops.items())) for p, ops in sorted(table.items())}
+
+
+# ------------------------------------------------------------------------------ the comparison
+def stage(made: dict[str, dict], job: Path, x: np.ndarray) -> None:
+    """Unzip every bundle into job/<case>/ beside the shared inputs and this script."""
+    shutil.rmtree(job, ignore_errors=True)
+    job.mkdir(parents=True)
+    for name, case in made.items():
+        with zipfile.ZipFile(case["zip"]) as zf:
+            zf.extractall(job / name)
+    np.save(job / "inputs.npy", x)
+    shutil.copy2(__file__, job / "arm64_check.py")
+
+
+def run_probe(cmd: list[str], job: Path, what: str, env: dict[str, str] | None, timeout: float) -> dict:
+    """Run the probe over `job`; its report, with each case's outputs loaded."""
+    for old in job.glob("*/outputs.npy"):
+        old.unlink()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"the probe failed {what}: {done.stderr.strip()[-800:]}")
+    report = json.loads((job / "probe.json").read_text())
+    for name, case in report["cases"].items():
+        case["outputs"] = np.load(job / name / "outputs.npy")
+    return report
+
+
+def max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(f"{np.max(np.abs(a.astype(np.float64) - b)):.3g}")
+
+
+def compare(made: dict[str, dict], x86: dict, arm: dict, first: dict | None) -> dict:
+    """Per case: max |x86 - aarch64| against its bound, and where the nodes ran on aarch64."""
+    rows = {}
+    for name, case in made.items():
+        ref, got = x86["cases"][name], arm["cases"].get(name)
+        if got is None:
+            rows[name] = {"ran": False, "within_tolerance": False}
+            continue
+        err = max_abs(got["outputs"], ref["outputs"])
+        rows[name] = {
+            "ran": True,
+            "model_file": got["model_file"],
+            "max_abs_err": err,
+            "tolerance": float(f"{case['tolerance']:.3g}"),
+            "within_tolerance": err <= case["tolerance"],
+            "output_std": float(f"{ref['outputs'].std():.3g}"),  # a flat output would match anything
+            "requested_providers": got["requested_providers"],
+            "providers": got["providers"],
+            "nodes": got["nodes"],
+        }
+        if first is not None:  # the same aarch64 wheel on another core: which kernels differ
+            rows[name]["max_abs_err_vs_first_cpu"] = max_abs(got["outputs"], first["cases"][name]["outputs"])
+    return rows
+
+
+def check(out: Path, cpus: tuple[str, ...] = CPUS, build: bool = True, build_timeout: float | None = None,
+          cache: Path = CACHE, log=print) -> dict:  # fmt: skip
+    """Export, bundle, run on both sides, compare. Raises Unavailable when the host cannot."""
+    started = time.monotonic()
+    if (why := host_problem()) is not None:
+        raise Unavailable(why)
+    if not build and cached_userland(cache) is None:
+        userland(build=False, cache=cache)  # raises the one line saying how to build it
+    if build:
+        ensure_host_tools()
+    ensure_binfmt()
+    t0 = time.monotonic()
+    walls = {"userland_cached": cached_userland(cache) is not None}
+    land = userland(build=build, timeout=build_timeout, cache=cache)
+    walls["userland_s"] = round(time.monotonic() - t0, 1)
+    t0 = time.monotonic()
+    made = export_bundles(out, log)
+    walls["export_s"] = round(time.monotonic() - t0, 1)
+    rootfs = land / "rootfs"
+    job = rootfs / JOB / str(os.getpid())  # one folder per check: two checks may share the userland
+    stage(made, job, inputs())
+    try:
+        result = compare_runs(made, rootfs, job, cpus, walls, log)
+    finally:
+        shutil.rmtree(job, ignore_errors=True)
+    result["userland"] = json.loads((land / "userland.json").read_text())
+    walls["total_s"] = round(time.monotonic() - started, 1)
+    result["check_wall_s"] = walls
+    return result
+
+
+def compare_runs(made: dict[str, dict], rootfs: Path, job: Path, cpus: tuple[str, ...], walls: dict,
+                 log) -> dict:  # fmt: skip
+    """The probe here, then in the userland once per emulated core; each compared with here."""
+    t0 = time.monotonic()
+    x86 = run_probe(
+        [sys.executable, str(job / "arm64_check.py"), "probe", str(job)], job, "on x86", None, 600
+    )
+    walls["x86_s"] = round(time.monotonic() - t0, 1)
+    exports = {name: {k: v for k, v in case.items() if k != "zip"} for name, case in made.items()}
+    for name, case in x86["cases"].items():
+        exports[name]["x86"] = {"ran": True, "providers": case["providers"], "nodes": case["nodes"]}
+    result = {"host": {"machine": platform.machine(), "onnxruntime": x86["onnxruntime"],
+                       "providers": x86["available_providers"]}, "exports": exports, "runs": {}}  # fmt: skip
+    inside = f"/{job.relative_to(rootfs)}"
+    first = None
+    for cpu in cpus:
+        t0 = time.monotonic()
+        cmd = [chroot(), str(rootfs), "/usr/bin/python3", f"{inside}/arm64_check.py", "probe", inside]
+        arm = run_probe(cmd, job, f"in the aarch64 userland ({cpu})", userland_env(cpu), 1200)
+        walls[f"emulated_probe_{cpu}_s"] = round(time.monotonic() - t0, 1)
+        result["runs"][cpu] = {"machine": arm["machine"], "onnxruntime": arm["onnxruntime"],
+                               "cpu_features": arm["cpu_features"], "available_providers": arm["available_providers"],
+                               "cases": compare(made, x86, arm, first)}  # fmt: skip
+        first = first or arm
+        for name, row in result["runs"][cpu]["cases"].items():
+            log(f"{cpu} {name}: {summary(row)}")
+    result["passed"] = all(
+        r["within_tolerance"] for run in result["runs"].values() for r in run["cases"].values()
+    )
+    return result
+
+
+def summary(row: dict) -> str:
+    if not row["ran"]:
+        return "did not run"
+    verdict = "ok" if row["within_tolerance"] else "MISMATCH"
+    return (
+        f"{verdict}: max |err| {row['max_abs_err']:.3g} (bound {row['tolerance']:.3g}); {ops(row['nodes'])}"
+    )
+
+
+def ops(nodes: dict[str, dict[str, int]]) -> str:
+    """`CPU: 7 QLinearConv, 2 Pad` for a placement table."""
+    return "; ".join(
+        f"{p.removesuffix('ExecutionProvider')}: {', '.join(f'{n} {op}' for op, n in counts.items())}"
+        for p, counts in nodes.items()
+    )
+
+
+# ------------------------------------------------------------------------------------ the tables
+def markdown(result: dict) -> str:
+    """ "Where it has run" rows for the ARM targets and the aarch64 node placement, from a result."""
+    runs, exports = result["runs"], result["exports"]
+    ort = result["host"]["onnxruntime"]
+    lines = [
+        f"<!-- written by scripts/arm64_check.py from its JSON (onnxruntime {ort} on both sides, qemu-user "
+        f"for aarch64). Bound on max |x86 - aarch64| (outputs in [-1, 1]): fp32 {TOLERANCE['fp32']:g}, "
+        f"fp16 {TOLERANCE['fp16']:g}, int8 {INT8_STEPS:g} x the model's largest activation step. "
+        "Emulated runs check correctness only: their times are not latencies. -->",
+        "| target | precision | built here (x86) | run here (x86) | run on aarch64 runtime (emulated) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, case in exports.items():
+        built = f"yes: {', '.join(case['files'][:1])}, gate {case['gate_psnr_vs_fp32']:.1f} dB vs fp32"
+        here = "yes: bundle's run_model.py" if case.get("x86", {}).get("ran") else "no"
+        cells = [arm_cell(cpu, run["cases"][name]) for cpu, run in runs.items()]
+        lines.append(f"| {case['target']} | {case['precision']} | {built} | {here} | {'; '.join(cells)} |")
+    lines += ["", "| case | emulated core (features) | execution providers asked → used | nodes by provider |",
+              "|---|---|---|---|"]  # fmt: skip
+    for name in exports:
+        for cpu, run in runs.items():
+            row = run["cases"][name]
+            if not row["ran"]:
+                continue
+            asked = "+".join(p.removesuffix("ExecutionProvider") for p in row["requested_providers"])
+            used = "+".join(p.removesuffix("ExecutionProvider") for p in row["providers"])
+            features = ", ".join(run["cpu_features"] or []) or "Armv8.0 base"
+            lines.append(f"| {name} | {cpu} ({features}) | {asked} → {used} | {ops(row['nodes'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def arm_cell(cpu: str, row: dict) -> str:
+    if not row["ran"]:
+        return f"{cpu}: did not run"
+    verdict = "matches x86" if row["within_tolerance"] else "**differs from x86**"
+    return f"{cpu}: {verdict} (max abs {row['max_abs_err']:.2g} ≤ {row['tolerance']:.2g})"
+
+
+def write_text(path: Path, text: str) -> None:
+    from edgedistill.core.atomic import write_atomic
+
+    write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="mode")
+    inner = sub.add_parser("probe", help="(inside a runtime) run the unzipped bundles in DIR")
+    inner.add_argument("dir", type=Path)
+    ap.add_argument("--out", type=Path, default=CACHE / "check", help="exports and bundles go here")
+    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "arm64_check.json")
+    ap.add_argument("--markdown", type=Path, default=ROOT / "benchmarks" / "results" / "arm64_check.md")
+    ap.add_argument(
+        "--cpu", action="append", help=f"QEMU_CPU to emulate (repeatable; default {', '.join(CPUS)})"
+    )
+    ap.add_argument("--no-build", action="store_true", help="use a cached userland only; never build one")
+    ap.add_argument("--cache", type=Path, default=CACHE, help="where userlands are built and kept")
+    args = ap.parse_args(argv)
+    if args.mode == "probe":
+        probe(args.dir)
+        return 0
+    try:
+        result = check(args.out, tuple(args.cpu or CPUS), build=not args.no_build, cache=args.cache)
+    except Unavailable as exc:
+        print(f"arm64 check not run: {exc}", file=sys.stderr)
+        return 3
+    write_text(args.json, json.dumps(result, indent=2) + "\n")
+    write_text(args.markdown, markdown(result))
+    print(
+        f"wrote {args.json} and {args.markdown}; check wall times (not latencies): {result['check_wall_s']}"
+    )
+    return 0 if result["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))  # run from a bare checkout, installed or not
+    sys.exit(main())
