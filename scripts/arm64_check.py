@@ -203,7 +203,7 @@ def build_userland(dest: Path, pins: list[str], timeout: float | None) -> None:
     run_logged(["mmdebstrap", "--quiet", "--mode=root", "--arch=arm64", "--variant=extract",
                 f"--include={','.join(APT_PACKAGES)}", SUITE, str(rootfs)], "mmdebstrap", left(),
                needs="deb.debian.org (or an apt proxy)")  # fmt: skip
-    wheels = rootfs / "tmp" / "wheels"
+    wheels = rootfs / "opt" / "wheels"  # seen from inside the userland as /opt/wheels
     platforms = [arg for p in WHEEL_PLATFORMS for arg in ("--platform", p)]
     pip = wheel_pins(("pip",))[0]  # pip itself as a wheel: it runs from the zip, no python3-pip needed
     run_logged([sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(wheels), *platforms,
@@ -211,9 +211,9 @@ def build_userland(dest: Path, pins: list[str], timeout: float | None) -> None:
                left(), needs="PyPI (or the pip index configured here)")  # fmt: skip
     fake_sysfs_cpu(rootfs)
     pip_wheel = next(wheels.glob("pip-*.whl")).name
-    run_logged([chroot(), str(rootfs), "/usr/bin/python3", f"/tmp/wheels/{pip_wheel}/pip", "install", "--quiet",
+    run_logged([chroot(), str(rootfs), "/usr/bin/python3", f"/opt/wheels/{pip_wheel}/pip", "install", "--quiet",
                 "--no-index", "--no-compile", "--break-system-packages", "--root-user-action=ignore",
-                "--no-warn-script-location", "--find-links", "/tmp/wheels", *pins],
+                "--no-warn-script-location", "--find-links", "/opt/wheels", *pins],
                "pip install (in the userland)", left())  # fmt: skip
     shutil.rmtree(wheels)
     run_logged([sys.executable, "-m", "compileall", "-q", "-j", "0", "-s", str(rootfs), "-p", "/",

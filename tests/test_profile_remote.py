@@ -232,7 +232,7 @@ def test_bad_host_unreachable_auth_and_runtime(sshd, artifacts, tmp_path):
         common += ["--ssh-option", opt]
     closed = _free_port()
     assert "connection refused" in _cli_error(ov, "--host", f"root@127.0.0.1:{closed}", *common)
-    assert "not user@host" in _cli_error(ov, "--host", "-oProxyCommand=touch /tmp/x", *common)
+    assert "not user@host" in _cli_error(ov, "--host", "-oProxyCommand=touch pwned", *common)
     err = _cli_error(ov, "--host", sshd["host"], "--identity", str(sshd["dir"] / "id_other"), *common)
     assert "authentication failed" in err
     good = [*common, "--identity", str(sshd["identity"]), "--host", sshd["host"]]

@@ -109,10 +109,11 @@ def write_reports(
         table,
         "",
         *[f"**{name} failed**: {why}" for name, why in (failed or {}).items()],
+        *[f"Note — {note}" for note in opts.notes],
         *(
             [
-                f"Student norm: {opts.student_norm} (an InstanceNorm teacher bound for INT8 gets BatchNorm unless "
-                "--student-norm says otherwise: it folds into the convs, so INT8 keeps its quality)",
+                f"Student norm: {opts.student_norm} (--student-norm; default: the teacher's, measured the better "
+                "choice for an InstanceNorm teacher bound for INT8 in benchmarks/instancenorm_int8.py)",
                 "",
             ]
             if opts.student_norm
