@@ -121,7 +121,9 @@ def main() -> None:
     report = compress(opts, log=lambda m: print(m, flush=True))
     out = {"machine": host, "teacher": teacher, "args": vars(args), "report": report}
     RESULTS.mkdir(exist_ok=True)
-    write_text_atomic(RESULTS / "byo_superres.json", json.dumps(out, indent=2, default=str) + "\n")
+    write_text_atomic(
+        RESULTS / "byo_superres.json", json.dumps(out, indent=2, default=str).replace(f"{ROOT}/", "") + "\n"
+    )  # paths relative to the checkout
     md = [
         f"Machine: {host['cpu']} (ISA {'+'.join(host['isa'])}). Teacher: ESPCN-style 2x super-resolver "
         f"(width 64), {args.teacher_steps} L1 steps on the bundled photos; student: pruned to width "

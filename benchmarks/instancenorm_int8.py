@@ -114,7 +114,10 @@ def main() -> None:
             })  # fmt: skip
     out = {"machine": host, "teacher": teacher, "args": vars(args), "rows": rows}
     RESULTS.mkdir(exist_ok=True)
-    write_text_atomic(RESULTS / "instancenorm_int8.json", json.dumps(out, indent=2, default=str) + "\n")
+    write_text_atomic(
+        RESULTS / "instancenorm_int8.json",
+        json.dumps(out, indent=2, default=str).replace(f"{ROOT}/", "") + "\n",
+    )  # paths relative to the checkout
     cols = list(rows[0])
     md = [
         f"Machine: {host.get('cpu')} ({', '.join(host.get('isa', []))}); teacher: CycleGAN-layout ResNet "

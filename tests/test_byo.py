@@ -413,3 +413,35 @@ def test_gate_keeps_the_activations_where_int8_error_sits(tmp_path):
     assert q["before_fallback"]["psnr_vs_fp32"] < 45 <= q["psnr_vs_fp32"]
     kept_ops = {s["op_type"] for s in gate["sensitivity"] if s["name"] in gate["kept_by_gate"]}
     assert gate["kept_by_gate"] and kept_ops == {"Add"}, gate
+
+
+def test_quantizing_a_super_resolver_leaves_nothing_in_the_working_directory(tmp_path, monkeypatch):
+    """ORT's symbolic shape inference gives up on this graph and saves sym_shape_infer_temp.onnx and a
+    <uuid>.data into the current directory before raising; the user's folder once collected both."""
+    import os
+
+    from edgedistill.exporter.onnx_export import export_onnx
+    from edgedistill.onnxtools.qdq import preprocess
+
+    resize_residual = SR_MODULE.replace(
+        "return torch.tanh(self.up(self.body(self.head(x))))",
+        "base = torch.nn.functional.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)\n"
+        "        return (base + self.up(self.body(self.head(x)))).clamp(-1, 1)",
+    )
+    assert resize_residual != SR_MODULE
+    (tmp_path / "srmod_litter.py").write_text(resize_residual)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from srmod_litter import SuperRes2x
+    finally:
+        sys.path.remove(str(tmp_path))
+    io_in, io_out = ["N", 3, "H", "W"], ["N", 3, "H*2", "W*2"]
+    spec = GeneratorSpec(
+        "image", [TensorSpec("image", io_in)], [TensorSpec("output", io_out)], default_size=(32, 32)
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    export_onnx(SuperRes2x(width=8).eval(), spec, work / "m.onnx", size=(32, 32))
+    monkeypatch.chdir(work)
+    preprocess(work / "m.onnx", work / "p.onnx")
+    assert sorted(os.listdir(work)) == ["m.onnx", "p.onnx"]
