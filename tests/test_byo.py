@@ -51,6 +51,18 @@ def pt2_run(tmp_path_factory):
     return run, x.numpy(), expected
 
 
+def user_class(folder, module: str, source: str, name: str):
+    """Write `source` as `folder/module.py` and import class `name` from it, as a user's PYTHONPATH would."""
+    import importlib
+
+    (folder / f"{module}.py").write_text(source)
+    sys.path.insert(0, str(folder))
+    try:
+        return getattr(importlib.import_module(module), name)
+    finally:
+        sys.path.remove(str(folder))
+
+
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "edgedistill", *args], capture_output=True, text=True, timeout=600
@@ -120,12 +132,7 @@ def test_export_hint_for_a_module_class_teacher_runs_as_printed(tmp_path):
 
     pkg = tmp_path / "usermods"
     pkg.mkdir()
-    (pkg / "mygen_byo.py").write_text(USER_MODULE)
-    sys.path.insert(0, str(pkg))
-    try:
-        from mygen_byo import MyGen
-    finally:
-        sys.path.remove(str(pkg))
+    MyGen = user_class(pkg, "mygen_byo", USER_MODULE, "MyGen")
     weights = tmp_path / "w.pth"
     torch.save(MyGen(width=12).state_dict(), weights)
     env = {**os.environ, "PYTHONPATH": str(pkg) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -194,12 +201,7 @@ def test_compress_of_a_module_class_teacher_finishes_passing_targets_and_hints_r
 
     pkg = tmp_path / "usermods"
     pkg.mkdir()
-    (pkg / "mygen_byo2.py").write_text(USER_MODULE)
-    sys.path.insert(0, str(pkg))
-    try:
-        from mygen_byo2 import MyGen
-    finally:
-        sys.path.remove(str(pkg))
+    MyGen = user_class(pkg, "mygen_byo2", USER_MODULE, "MyGen")
     torch.manual_seed(0)
     torch.save(MyGen(width=12).state_dict(), tmp_path / "w.pth")
     photos = _photos(tmp_path / "photos", [(160, 120), (128, 128), (200, 150)])
@@ -280,21 +282,11 @@ def _byo_teacher(kind: str, root):
 
     torch.manual_seed(0)
     if kind == "superres-x2":
-        (root / "srmod_byo.py").write_text(SR_MODULE)
-        sys.path.insert(0, str(root))
-        try:
-            from srmod_byo import SuperRes2x
-        finally:
-            sys.path.remove(str(root))
+        SuperRes2x = user_class(root, "srmod_byo", SR_MODULE, "SuperRes2x")
         torch.save(SuperRes2x(width=16).state_dict(), root / "sr.pth")
         return "srmod_byo:SuperRes2x", ["--arg", "width=16", "--weights", str(root / "sr.pth")], True, 32
     if kind == "colourise":
-        (root / "colmod_byo.py").write_text(COLOR_MODULE)
-        sys.path.insert(0, str(root))
-        try:
-            from colmod_byo import Colourise
-        finally:
-            sys.path.remove(str(root))
+        Colourise = user_class(root, "colmod_byo", COLOR_MODULE, "Colourise")
         torch.save(Colourise(width=16).state_dict(), root / "col.pth")
         return "colmod_byo:Colourise", ["--arg", "width=16", "--weights", str(root / "col.pth")], True, 32
     if kind == "unet-dropout":
@@ -429,12 +421,7 @@ def test_quantizing_a_super_resolver_leaves_nothing_in_the_working_directory(tmp
         "        return (base + self.up(self.body(self.head(x)))).clamp(-1, 1)",
     )
     assert resize_residual != SR_MODULE
-    (tmp_path / "srmod_litter.py").write_text(resize_residual)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        from srmod_litter import SuperRes2x
-    finally:
-        sys.path.remove(str(tmp_path))
+    SuperRes2x = user_class(tmp_path, "srmod_litter", resize_residual, "SuperRes2x")
     io_in, io_out = ["N", 3, "H", "W"], ["N", 3, "H*2", "W*2"]
     spec = GeneratorSpec(
         "image", [TensorSpec("image", io_in)], [TensorSpec("output", io_out)], default_size=(32, 32)
