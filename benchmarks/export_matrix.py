@@ -16,6 +16,11 @@ measured in the same rounds.
 
 An export whose gate cannot hold is recorded with its error and exported again with force=True
 ("gate not held"), so the row still has numbers. Writes benchmarks/results/export_matrix.json and .md.
+
+--all-targets exports every precision of every target profile instead (README's "Where it has run"
+rows); each run also writes its where-it-ran ledger (--ledger, default
+benchmarks/results/where_it_ran/export_matrix.json: built here, run here), which
+`python scripts/where_it_ran.py` puts in README.
 """
 
 from __future__ import annotations
@@ -57,6 +62,23 @@ ROWS: list[tuple[str, str, str, bool]] = [
     ("jetson-orin-nano", "int8", "", False),
 ]
 TARGET_PSNR, TARGET_SPEEDUP = 38.0, 1.6  # the issue's INT8 targets
+LEDGER = RESULTS / "where_it_ran" / "export_matrix.json"
+
+
+def all_rows() -> list[tuple[str, str, str, bool]]:
+    """--all-targets: every precision of every target profile, as README's "Where it has run" lists them.
+
+    Profiled here: CPU targets (an ARM target's artifact runs on x86 ONNX Runtime too); not an NPU's
+    or a GPU's. Speedups are against the same target's fp32 where it has one.
+    """
+    from edgedistill.core.targets import PRECISIONS, load_targets
+
+    rows = []
+    for t in sorted(load_targets().values(), key=lambda t: t.name):
+        ref = f"{t.name}-fp32" if "fp32" in t.precisions else ""
+        for p in sorted(t.precisions, key=PRECISIONS.index):
+            rows.append((t.name, p, ref, t.device == "CPU" and t.backend != "tensorrt"))
+    return rows
 
 
 # ------------------------------------------------------------------------------------- student
@@ -282,6 +304,59 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------- the where-it-ran ledger
+def write_ledger(report: dict[str, Any], path: Path) -> Path:
+    """Each row as README's "Where it has run" cells (scripts/where_it_ran.py): built, run here."""
+    import importlib.util
+
+    wir = sys.modules.get("where_it_ran")
+    if wir is None:  # imported by path (scripts/ is no package); registered first, as dataclasses need
+        spec = importlib.util.spec_from_file_location("where_it_ran", ROOT / "scripts" / "where_it_ran.py")
+        wir = sys.modules["where_it_ran"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(wir)
+    h, w = report["size"]
+    led = wir.new_ledger(
+        "export_matrix",
+        f"benchmarks/export_matrix.py: the quality-gated export of one photo-restore student ({h}x{w}), then "
+        "every CPU artifact timed in one interleaved profile session",
+        report["command"],
+    )
+    from edgedistill.backends import get_backend
+    from edgedistill.core.targets import load_targets
+
+    targets = load_targets()
+    for r in report["rows"]:
+        t, p = r["target"], r["precision"]
+        if r.get("gate") == "held":
+            led.add(
+                t, p, "built", "pass", f"{r['main_file']}, gate {r['psnr_gated']:.1f} dB ≥ {r['min_psnr']:g}"
+            )
+        elif r.get("gate") == "gate not held":
+            led.add(
+                t, p, "built", "fail", f"gate {r['psnr_gated']:.1f} dB < {r['min_psnr']:g} (forced export)"
+            )
+        else:  # a device this machine lacks (an NPU) cannot be compiled for here: not a fault
+            error = (r.get("error") or "export failed").splitlines()[0][:200]
+            backend = get_backend(targets[t].backend)
+            lacks = not backend.compiles_offline and p not in backend.precisions_here(targets[t].device)
+            led.add(t, p, "built", "skip" if lacks else "fail", error.rsplit(": ", 1)[0] if lacks else error)
+            continue
+        if targets[t].backend == "tensorrt":  # its engine runs on the GPU: the tensorrt check's column
+            continue
+        if r.get("p50_ms") is not None:
+            # no milliseconds here: where-it-ran says what ran; latency claims need a quiet machine
+            led.add(
+                t, p, "run_x86", "pass", f"{r['calls']} timed calls at {h}x{w}, {report['threads']} threads"
+            )
+        elif not r.get("profiled"):
+            led.add(
+                t, p, "run_x86", "skip", f"{targets[t].device} target: this check times CPU artifacts only"
+            )
+        else:
+            led.add(t, p, "run_x86", "fail", str(r.get("latency_note") or "not measured")[:200])
+    return led.write(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -302,6 +377,10 @@ def main() -> None:
     )
     ap.add_argument("--artifacts", type=Path, default=SCRATCH / "matrix", help="where the exports go")
     ap.add_argument("--out", type=Path, default=RESULTS / "export_matrix.json")
+    ap.add_argument(
+        "--all-targets", action="store_true", help="every target x precision (README's where-it-ran rows)"
+    )
+    ap.add_argument("--ledger", type=Path, default=LEDGER, help="the where-it-ran ledger this run writes")
     args = ap.parse_args()
 
     import torch
@@ -311,19 +390,20 @@ def main() -> None:
     student = ensure_student(args)
     wanted = set(args.only or [])
     rows = []
-    for target, precision, reference, profiled in ROWS:
+    matrix = all_rows() if args.all_targets else ROWS
+    for target, precision, reference, profiled in matrix:
         label = f"{target}-{precision}"
         if (
             wanted
             and label not in wanted
-            and not any(ref == label for t, p, ref, _ in ROWS if f"{t}-{p}" in wanted)
+            and not any(ref == label for t, p, ref, _ in matrix if f"{t}-{p}" in wanted)
         ):
             continue
         print(f"exporting {label}", flush=True)
         row = export_row(student, target, precision, args)
         row["reference"], row["profiled"] = reference, profiled
         if not profiled:
-            row["latency_note"] = "n/a (needs the Jetson)"
+            row["latency_note"] = "n/a (needs the Jetson)" if "jetson" in target else "n/a (needs its device)"
         rows.append(row)
     prof = measure_latency(rows, args)
 
@@ -366,7 +446,8 @@ def main() -> None:
     table = markdown(report)
     write_text_atomic(args.out.with_suffix(".md"), table)
     print(table)
-    print(f"written: {args.out} and {args.out.with_suffix('.md')}")
+    write_ledger(report, args.ledger)
+    print(f"written: {args.out}, {args.out.with_suffix('.md')} and {args.ledger}")
 
 
 if __name__ == "__main__":

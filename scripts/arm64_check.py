@@ -1,6 +1,6 @@
 """The ARM targets' artifacts, run by an aarch64 ONNX Runtime under emulation, checked against x86.
 
-    sudo .venv/bin/python scripts/arm64_check.py [--out DIR] [--json FILE] [--markdown FILE]
+    sudo .venv/bin/python scripts/arm64_check.py [--out DIR] [--json FILE] [--markdown FILE] [--ledger FILE]
 
 On an x86_64 Debian/Ubuntu host with root it builds (once; cached under scratch/arm64/, keyed by
 its package list) a Debian bookworm arm64 userland with mmdebstrap, installs the aarch64 wheels of
@@ -10,7 +10,8 @@ binfmt_misc. It exports a tiny ResNet student (32x32) for every precision of eve
 run_model.py twice on the same inputs: here (x86) and in the userland (aarch64, as a Cortex-A76,
 then a Cortex-A72, the Raspberry Pi 5's and 4's cores). It compares the outputs (tolerance per
 precision, TOLERANCE below) and records which execution provider ran each node there (ORT's
-session profiling). It writes the result as JSON and as Markdown rows "where it has run".
+session profiling). It writes the result as JSON, as Markdown rows, and as its where-it-ran ledger
+(benchmarks/results/where_it_ran/arm64.json: `python scripts/where_it_ran.py` puts it in README).
 
 Correctness only: under qemu a millisecond says nothing about an ARM device, so no time the
 emulated runs take is reported as latency (the JSON's `check_wall_s` is how long this check took).
@@ -634,6 +635,55 @@ def arm_cell(cpu: str, row: dict) -> str:
     return f"{cpu}: {verdict} (max abs {row['max_abs_err']:.2g} ≤ {row['tolerance']:.2g})"
 
 
+# ------------------------------------------------------------------- the where-it-ran ledger
+def where_it_ran_module():
+    """scripts/where_it_ran.py (the ledger format and README table), imported by path."""
+    if "where_it_ran" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("where_it_ran", ROOT / "scripts" / "where_it_ran.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["where_it_ran"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["where_it_ran"]
+
+
+def ledger(result: dict, command: str | None = None):
+    """This run as README's "Where it has run" cells: built and run here, and on the emulated cores."""
+    cores = ", ".join(result["runs"])
+    led = where_it_ran_module().new_ledger(
+        "arm64",
+        f"scripts/arm64_check.py: each bundle's run_model.py on x86 and in an arm64 Debian userland under "
+        f"qemu-user ({cores}), outputs compared (correctness only, emulated times are no latencies)",
+        command,
+    )
+    for name, case in result["exports"].items():
+        target, precision = case["target"], case["precision"]
+        led.add(target, precision, "built", "pass",
+                f"{case['files'][0]}, gate {case['gate_psnr_vs_fp32']:.1f} dB vs fp32")  # fmt: skip
+        ran_here = case.get("x86", {}).get("ran")
+        led.add(target, precision, "run_x86", "pass" if ran_here else "fail",
+                "bundle's run_model.py" if ran_here else "the bundle's run_model.py did not run")  # fmt: skip
+        rows = {cpu: run["cases"][name] for cpu, run in result["runs"].items()}
+        ok = all(r["ran"] and r["within_tolerance"] for r in rows.values())
+        led.add(target, precision, "run_aarch64", "pass" if ok else "fail", aarch64_detail(rows))
+    return led
+
+
+def aarch64_detail(rows: dict[str, dict]) -> str:
+    """`max abs vs x86: cortex-a76 0.03, cortex-a72 0.03 (bound 0.1); EP Xnnpack+CPU → CPU` for one case."""
+    ran = [(cpu, row) for cpu, row in rows.items() if row["ran"]]
+    errs = [
+        f"{cpu} {row['max_abs_err']:.2g}" + ("" if row["within_tolerance"] else " (over)") for cpu, row in ran
+    ]
+    errs += [f"{cpu} did not run" for cpu, row in rows.items() if not row["ran"]]
+    if not ran:
+        return ", ".join(errs)
+    first = ran[0][1]
+    asked = "+".join(p.removesuffix("ExecutionProvider") for p in first["requested_providers"])
+    used = "+".join(p.removesuffix("ExecutionProvider") for p in first["providers"])
+    ep = f"EP {asked} → {used}" if asked != used else f"EP {used}"
+    return f"max abs vs x86: {', '.join(errs)} (bound {first['tolerance']:.2g}); {ep}"
+
+
 def write_text(path: Path, text: str) -> None:
     from edgedistill.core.atomic import write_atomic
 
@@ -651,6 +701,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--cpu", action="append", help=f"QEMU_CPU to emulate (repeatable; default {', '.join(CPUS)})"
     )
+    ap.add_argument("--ledger", type=Path, default=ROOT / "benchmarks" / "results" / "where_it_ran" / "arm64.json",
+                    help="the where-it-ran ledger (scripts/where_it_ran.py puts it in README)")  # fmt: skip
     ap.add_argument("--no-build", action="store_true", help="use a cached userland only; never build one")
     ap.add_argument("--cache", type=Path, default=CACHE, help="where userlands are built and kept")
     args = ap.parse_args(argv)
@@ -664,8 +716,10 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     write_text(args.json, json.dumps(result, indent=2) + "\n")
     write_text(args.markdown, markdown(result))
+    ledger(result).write(args.ledger)
     print(
-        f"wrote {args.json} and {args.markdown}; check wall times (not latencies): {result['check_wall_s']}"
+        f"wrote {args.json}, {args.markdown} and {args.ledger}; check wall times (not latencies): "
+        f"{result['check_wall_s']}"
     )
     return 0 if result["passed"] else 1
 

@@ -55,6 +55,9 @@ def test_arm_targets_match_x86_under_emulation(arm64_check, tmp_path: Path) -> N
             assert row["nodes"]["CPUExecutionProvider"].get("QLinearConv", 0) >= 5, name
     table = arm64_check.markdown(result)
     assert all(f"| {t} | {p} | yes" in table for t, p in arm64_check.arm_cases())
+    if os.environ.get("EDGEDISTILL_WHERE_IT_RAN"):  # asked to record it (scripts/where_it_ran.py)
+        command = "sudo EDGEDISTILL_WHERE_IT_RAN=benchmarks/results/where_it_ran pytest tests/test_arm64.py"
+        arm64_check.ledger(result, command).write(Path(os.environ["EDGEDISTILL_WHERE_IT_RAN"]) / "arm64.json")
 
 
 def test_without_a_userland_it_says_what_is_missing_and_exits_3(tmp_path: Path) -> None:

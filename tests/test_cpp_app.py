@@ -8,6 +8,7 @@ Python runner's (run_model.py, same runtime, same settings) on the same picture,
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib.util
 import json
@@ -37,10 +38,51 @@ CASES = {
 }
 ORT_HEADERS = os.environ.get("ONNXRUNTIME_INCLUDE_DIR", "")
 
-needs_compiler = pytest.mark.skipif(
-    not (shutil.which("cmake") and shutil.which("g++")),
-    reason="building the bundled C++ app needs cmake and g++: apt-get install cmake g++ (.ci/run does)",
-)
+NO_COMPILER = "building the bundled C++ app needs cmake and g++: apt-get install cmake g++ (.ci/run does)"
+ROOT = Path(__file__).resolve().parent.parent
+# Where this file's where-it-ran ledger goes (cpp_app.json; scripts/where_it_ran.py puts it in README).
+# Unset in CI: a test run records nothing unless asked.
+LEDGER_DIR = os.environ.get("EDGEDISTILL_WHERE_IT_RAN", "")
+
+
+@pytest.fixture(scope="module")
+def ledger():
+    """The C++ app's cells of README's "Where it has run" table, written at the end where asked."""
+    wir = sys.modules.get("where_it_ran")
+    if wir is None:  # imported by path (scripts/ is no package); registered first, as dataclasses need
+        spec = importlib.util.spec_from_file_location("where_it_ran", ROOT / "scripts" / "where_it_ran.py")
+        wir = sys.modules["where_it_ran"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(wir)
+    led = wir.new_ledger(
+        "cpp_app",
+        "tests/test_cpp_app.py: the bundle's C++ app built with cmake and g++ against the runtime's C++ API, "
+        "its output vs the bundled run_model.py on a held-out photo",
+        "EDGEDISTILL_WHERE_IT_RAN=benchmarks/results/where_it_ran pytest tests/test_cpp_app.py "
+        "(ONNXRUNTIME_INCLUDE_DIR as .ci/run sets it)",
+    )
+    for tool in ("g++", "cmake"):
+        if shutil.which(tool):
+            said = subprocess.run([tool, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+            led.versions[tool] = said.split()[-1] if said else "?"
+    yield led
+    if LEDGER_DIR and led.results:
+        led.write(Path(LEDGER_DIR) / "cpp_app.json")
+
+
+@contextlib.contextmanager
+def recorded(ledger, target: str, precision: str):
+    """Record this case's outcome in the ledger: pass (with the dict's detail), skip or fail, as it ends."""
+    said = {"detail": ""}
+    try:
+        yield said
+    except pytest.skip.Exception as exc:
+        ledger.add(target, precision, "cpp_app", "skip", str(exc.msg))
+        raise
+    except BaseException as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        ledger.add(target, precision, "cpp_app", "fail", first[:200])
+        raise
+    ledger.add(target, precision, "cpp_app", "pass", said["detail"])
 
 
 def bundle(artifact: Path, tmp: Path) -> Path:
@@ -134,10 +176,18 @@ def test_bundle_writes_a_filled_cpp_app(exported, tmp_path):
     assert "## C++ app" in readme and "-DOpenVINO_DIR=" in readme and "cpp/main.cpp" in readme
 
 
-@needs_compiler
 @pytest.mark.parametrize("case", list(CASES))
-def test_cpp_app_matches_the_python_runner(case, exported, tmp_path):
+def test_cpp_app_matches_the_python_runner(case, exported, tmp_path, ledger):
+    target, precision, _ = CASES[case]
+    with recorded(ledger, target, precision) as said:
+        said["detail"] = check_cpp_app(case, exported, tmp_path)
+
+
+def check_cpp_app(case, exported, tmp_path) -> str:
+    """Build, run and compare one case; its one-line result for the ledger."""
     target, precision, tolerance = CASES[case]
+    if not (shutil.which("cmake") and shutil.which("g++")):
+        pytest.skip(NO_COMPILER)
     where = cmake_args(target.split("-")[1])  # before exporting: a case that cannot build skips at once
     artifact = exported("resnet", target, precision)
     app = bundle(artifact, tmp_path)
@@ -175,3 +225,12 @@ def test_cpp_app_matches_the_python_runner(case, exported, tmp_path):
                            capture_output=True, text=True, timeout=120)  # fmt: skip
         assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
         assert "resize it first" in r.stderr and not (app / "big_out.ppm").exists()
+    headers = (
+        f", headers {Path(ORT_HEADERS).name.removesuffix('-include')}"
+        if target.endswith("onnxruntime")
+        else ""
+    )
+    return (
+        f"max abs vs run_model.py {diff:.2g} ≤ {tolerance:g}; p50 {float(p50.group(1)):.3g} ms = {ratio:.2f}x "
+        f"`edgedistill profile`'s ({THREADS} threads{headers})"
+    )
