@@ -121,3 +121,68 @@ def test_patchgan_keys_match_pix2pix():
     d = create("patchgan", input_nc=6, ndf=64, n_layers=3, norm="batch").state_dict()
     assert [k for k in d if k.endswith("weight")] == [f"model.{i}.weight" for i in (0, 2, 3, 5, 6, 8, 9, 11)]
     assert sum(v.numel() for k, v in d.items() if "running" not in k and "num_batches" not in k) == 2_768_705
+
+
+# ------------------------------------------------------------------ searched-architecture variants
+ARCH_VARIANTS = [
+    (
+        "resnet",
+        {"ngf": 8, "n_blocks": 2, "norm": "batch", "widths": [8, 16, 24, 16, 8], "upsample": "nearest"},
+    ),
+    (
+        "resnet",
+        {"ngf": 8, "n_blocks": 1, "norm": "instance", "upsample": "bilinear", "kernel": 3, "block": "dwsep"},
+    ),
+    (
+        "resnet",
+        {"ngf": 8, "n_blocks": 2, "norm": "batch", "upsample": "pixelshuffle", "widths": [8, 8, 16, 8, 16]},
+    ),
+    ("unet", {"ngf": 4, "num_downs": 5, "widths": [4, 8, 8, 16, 8], "upsample": "nearest", "block": "dwsep"}),
+    ("unet", {"ngf": 4, "num_downs": 5, "upsample": "pixelshuffle"}),
+    ("dcgan", {"nz": 8, "ngf": 8, "nc": 1, "image_size": 32, "widths": [16, 8, 8], "upsample": "bilinear"}),
+    ("dcgan", {"nz": 8, "ngf": 8, "nc": 3, "image_size": 64, "upsample": "pixelshuffle"}),
+]
+
+
+@pytest.mark.parametrize(("family", "kwargs"), ARCH_VARIANTS)
+def test_arch_variants_export_to_onnx_and_match_torch(family, kwargs, tmp_path):
+    """Every searched operator runs under ONNX Runtime as in torch (1e-4), rebuilt from its kwargs."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from edgedistill.core.spec import spec_for_family
+    from edgedistill.exporter.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    net = create(family, **kwargs).eval()
+    spec = spec_for_family(family, kwargs, **({} if family == "dcgan" else {"default_size": (32, 32)}))
+    path = tmp_path / "m.onnx"
+    export_onnx(net, spec, path, size=(32, 32) if family != "dcgan" else None, slim=False)
+    x = spec.example_inputs(size=(32, 32) if family != "dcgan" else None, batch=2, seed=1)[0]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        want = net(x).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    again = create(family, **spec.kwargs)
+    again.load_state_dict(net.state_dict())  # the spec's kwargs alone rebuild the architecture
+
+
+def test_default_kwargs_keep_the_reference_layout():
+    """Spelling out the defaults changes neither the layers nor the keys."""
+    plain = create("resnet", ngf=8, n_blocks=2)
+    spelled = create(
+        "resnet", ngf=8, n_blocks=2, widths=[8, 16, 32, 16, 8], upsample="convtranspose", kernel=7
+    )
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {
+        k: v.shape for k, v in spelled.state_dict().items()
+    }
+    unet = create("unet", ngf=4, num_downs=6)
+    assert {k: v.shape for k, v in unet.state_dict().items()} == {
+        k: v.shape
+        for k, v in create("unet", ngf=4, num_downs=6, widths=[4, 8, 16, 32, 32, 32]).state_dict().items()
+    }
+    with pytest.raises(ValueError, match="widths must be 5"):
+        create("resnet", widths=[8, 8])
+    with pytest.raises(ValueError, match="upsample must be"):
+        create("resnet", upsample="deconv")

@@ -23,8 +23,10 @@ LAYERS = [
     "metrics",  # MACs/params, feature distances, inspection
     "runtime",  # open a model for running, timing loop, stats, report: what runs on a device
     "distiller",  # the distill step
+    "datafree",  # data-free distillation of classifiers through a generator (DAFL, DFAD, BN matching)
     "exporter",  # the export step
     "profiler",  # the profile step (local or SSH)
+    "search",  # students chosen by measured latency: search space, latency model, quality proxy
     "ship",  # run and bundle
     "pipeline",  # compress / demo: the steps chained
     "cli",  # the command line

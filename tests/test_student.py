@@ -287,3 +287,58 @@ def test_teacher_that_does_not_fit_its_spec_is_one_clear_error():
     wrong = spec_for_family("resnet", {**spec.kwargs, "n_blocks": 3})
     with pytest.raises(EdgeDistillError, match="do not fit its spec"):
         make_student(torch.jit.script(teacher), wrong, 0.5)
+
+
+# ------------------------------------------------------------------ students from an architecture
+def test_arch_student_with_the_teachers_arch_is_the_teacher():
+    from edgedistill.distiller.student import make_student_from_arch
+
+    teacher, spec, x = _teacher("resnet-batch")
+    student, new_spec = make_student_from_arch(teacher, spec, {"widths": [8, 16, 32, 16, 8], "n_blocks": 2})
+    assert torch.equal(_run(student, x), _run(teacher, x))
+    assert new_spec.provenance["arch"]["n_blocks"] == 2
+
+
+@pytest.mark.parametrize("name", ["resnet-batch", "resnet-instance", "unet", "dcgan"])
+def test_per_stage_widths_inherit_the_teachers_strongest_channels(name):
+    """Per-stage widths slice each stage's own channel group: the kept stem filters are the
+    teacher's strongest, in order, and every kept tensor equals the teacher's slice."""
+    from edgedistill.distiller.student import make_student_from_arch
+
+    teacher, spec, x = _teacher(name)
+    widths = {"resnet": [4, 8, 16, 8, 8], "unet": [2, 8, 4, 8, 16], "dcgan": [16, 8, 4]}[spec.family]
+    student, new_spec = make_student_from_arch(teacher, spec, {"widths": widths})
+    assert new_spec.kwargs["widths"] == widths and _run(student, x).shape == _run(teacher, x).shape
+    rebuilt = create(spec.family, **new_spec.kwargs)
+    rebuilt.load_state_dict(student.state_dict())  # the spec alone rebuilds it
+    first = next(k for k, v in teacher.state_dict().items() if v.ndim == 4)
+    t_w, s_w = teacher.state_dict()[first], student.state_dict()[first]
+    cout = 1 if spec.family == "dcgan" else 0
+    l1 = t_w.abs().sum(dim=[d for d in range(4) if d != cout])
+    kept = l1.topk(s_w.shape[cout]).indices.sort().values
+    assert torch.equal(s_w, t_w.index_select(cout, kept))
+
+
+def test_arch_student_changed_ops_start_fresh_and_blocks_are_dropped_evenly():
+    from edgedistill.distiller.student import make_student_from_arch
+
+    family, kwargs = "resnet", {"ngf": 8, "n_blocks": 4, "norm": "batch"}
+    teacher = create(family, **kwargs).eval()
+    spec = spec_for_family(family, kwargs)
+    arch = {"n_blocks": 2, "kernel": 3, "upsample": "nearest", "block": "dwsep"}
+    student, _ = make_student_from_arch(teacher, spec, arch)
+    t, s = teacher.state_dict(), student.state_dict()
+    # stem 7x7 -> 3x3 keeps the center taps; the head (after 2 dropped blocks) too
+    assert torch.equal(s["model.1.weight"], t["model.1.weight"][:, :, 2:5, 2:5])
+    assert torch.equal(s["model.19.weight"], t["model.21.weight"][:, :, 2:5, 2:5])
+    assert torch.equal(s["model.19.bias"], t["model.21.bias"])
+    # blocks 0 and 3 of 4 are kept (evenly spaced); their norms come from the teacher's blocks
+    assert torch.equal(s["model.11.conv_block.2.weight"], t["model.13.conv_block.2.weight"])
+    # fresh depthwise blocks start as the identity: their last conv is zero
+    assert s["model.10.conv_block.5.pw.weight"].abs().sum() == 0
+    x = torch.rand(1, 3, 32, 32)
+    assert _run(student, x).shape == (1, 3, 32, 32)
+    with pytest.raises(EdgeDistillError, match="not depth"):
+        make_student_from_arch(teacher, spec, {"depth": 3})
+    with pytest.raises(EdgeDistillError, match="bad resnet architecture"):
+        make_student_from_arch(teacher, spec, {"upsample": "deconv"})

@@ -134,6 +134,7 @@ class OnnxRuntimeBackend:
                 exclude=keep,
                 per_channel=bool(target.options.get("per_channel", True)),
                 symmetric_activations=bool(target.options.get("symmetric_activations", False)),
+                form=target.options.get("qdq_form"),  # "xnnpack" on ARM targets (onnxtools/qdq.py)
             )
             _fold_int8_pads(out_dir / MODEL)
         ranges.save(out_dir / CALIBRATION_CACHE)

@@ -14,6 +14,7 @@ from rich.table import Table
 from edgedistill.cli import export as export_verbs
 from edgedistill.cli import pipeline as pipeline_verbs
 from edgedistill.cli import profile as profile_verbs
+from edgedistill.cli import search as search_verbs
 from edgedistill.cli import ship as ship_verbs
 from edgedistill.cli.console import KwargsOpt, ModelArg, WeightsOpt, console, err_console, human, parse_kwargs
 from edgedistill.core.errors import EdgeDistillError
@@ -100,6 +101,13 @@ def distill(
     width: Annotated[
         float, typer.Option(help="student width: ngf x width for built-in families, kept channels otherwise")
     ] = 0.25,
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            help="student architecture instead of --width: JSON or a .json file, e.g. "
+            '\'{"widths": [12, 24, 44, 24, 12], "n_blocks": 3}\' (what `edgedistill search` chose)'
+        ),
+    ] = None,
     init: Annotated[str, typer.Option(help="inherit (teacher's strongest channels) | scratch")] = "inherit",
     student_norm: Annotated[
         str | None, typer.Option(help="instance | batch | none (default: the teacher's)")
@@ -117,7 +125,16 @@ def distill(
     lambda_pix: Annotated[float | None, typer.Option(help="pixel KD weight (default per kind)")] = None,
     lambda_feat: Annotated[float | None, typer.Option(help="feature KD weight (default per kind)")] = None,
     lambda_adv: Annotated[float | None, typer.Option(help="adversarial weight (default per kind)")] = None,
-    lambda_gt: Annotated[float, typer.Option(help="pixel loss to the data's targets (A/B pairs)")] = 0.0,
+    lambda_gt: Annotated[
+        float | None, typer.Option(help="pixel loss to the data's targets where paired (default per kind)")
+    ] = None,
+    lambda_dfeat: Annotated[
+        float | None, typer.Option(help="D-feature matching, student vs teacher output (default per kind)")
+    ] = None,
+    lambda_colour: Annotated[
+        float | None,
+        typer.Option(help="L1 of 8x8-cell means vs the teacher, against casts (default per kind)"),
+    ] = None,
     pix_loss: Annotated[str, typer.Option(help="l1 | l2")] = "l1",
     feat_mode: Annotated[
         str, typer.Option(help="adapter (GAN Compression) | kernel_alignment (CAT)")
@@ -127,27 +144,65 @@ def distill(
     ] = None,
     ema: Annotated[float, typer.Option(help="EMA decay of the student weights")] = 0.999,
     cache: Annotated[int, typer.Option(help="precompute teacher outputs for N inputs (0 = off)")] = 0,
+    cache_refresh: Annotated[
+        int | None, typer.Option(help="cache entries renewed per step (default batch/4; 0 = fixed pool)")
+    ] = None,
+    val_every: Annotated[
+        int | None, typer.Option(help="validate every N steps, keep the best (default steps/10; 0 = off)")
+    ] = None,
+    eval_samples: Annotated[
+        int | None, typer.Option(help="held-out samples scored at the end (default 512 photos / 10k noise)")
+    ] = None,
+    device: Annotated[
+        str, typer.Option(help="auto (a CUDA GPU when torch sees one) | cpu | cuda[:N]")
+    ] = "auto",
+    train_minutes: Annotated[
+        float | None, typer.Option(help="cap training time: --steps fitted to this machine's measured speed")
+    ] = None,
     seed: Annotated[int, typer.Option()] = 0,
     threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+    qat_steps: Annotated[
+        int, typer.Option(help="a final quantization-aware KD phase of N steps for INT8 export (0 = off)")
+    ] = 0,
     checkpoint_every: Annotated[int, typer.Option()] = 250,
     sample_every: Annotated[int, typer.Option()] = 500,
     feature_net: Annotated[
         str | None, typer.Option(help="feature net for FID-style scores (TorchScript path)")
     ] = None,
     resume: Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint")] = False,
+    data_free: Annotated[
+        bool,
+        typer.Option("--data-free", help="classifier teacher: no real data (the default without --data)"),
+    ] = False,
+    method: Annotated[str, typer.Option(help="classifier teacher, data-free: dafl | dfad")] = "dafl",
+    bn_weight: Annotated[
+        float | None,
+        typer.Option(help="classifier teacher: BN-statistics matching weight (default per method)"),
+    ] = None,
     arg: KwargsOpt = None,
     weights: WeightsOpt = None,
 ) -> None:
-    """Distill TEACHER into a slim student (pixel + feature KD + adversarial); writes a run directory."""
+    """Distill TEACHER into a slim student (pixel + feature KD + adversarial); writes a run directory.
+    A classifier teacher is distilled through a generator without data (DAFL/DFAD), or by KD with --data."""
+    from edgedistill.cli.datafree import distill_classifier_verb, wants_classifier
+
+    if wants_classifier(teacher, data_free):
+        distill_classifier_verb(
+            teacher, out, data_free=data_free, method=method, bn_weight=bn_weight, data=data, steps=steps,
+            width=width, seed=seed, threads=threads, resume=resume,
+        )  # fmt: skip
+        return
     from edgedistill.distiller.api import distill as run_distill
     from edgedistill.distiller.config import DistillConfig
 
     cfg = DistillConfig(
-        teacher=teacher, out=str(out), width=width, init=init, student_norm=student_norm,
+        teacher=teacher, out=str(out), width=width, arch=parse_arch(arch), init=init, student_norm=student_norm,
         data=str(data) if data else None, val_data=str(val_data) if val_data else None, steps=steps, batch=batch, patch=patch, lr=lr, lr_d=lr,
         lambda_pix=lambda_pix, lambda_feat=lambda_feat, lambda_adv=lambda_adv, lambda_gt=lambda_gt, pix_loss=pix_loss,
+        lambda_dfeat=lambda_dfeat, lambda_colour=lambda_colour, cache_refresh=cache_refresh, val_every=val_every, eval_samples=eval_samples,
+        device=device, time_budget_s=60.0 * train_minutes if train_minutes else None,
         feat_mode=feat_mode, gan_loss=gan_loss, ema=ema, cache=cache, seed=seed, threads=threads,
-        checkpoint_every=checkpoint_every, sample_every=sample_every, feature_net=feature_net,
+        checkpoint_every=checkpoint_every, sample_every=sample_every, feature_net=feature_net, qat_steps=qat_steps,
         model_kwargs=parse_kwargs(arg) or None, weights=str(weights) if weights else None,
     )  # fmt: skip
     run_dir = run_distill(cfg, resume=resume)
@@ -165,7 +220,7 @@ def distill(
 
 
 # Each pipeline step keeps its verbs in a module of this package; each has `register(app)`.
-for _step in (export_verbs, profile_verbs, ship_verbs, pipeline_verbs):
+for _step in (export_verbs, profile_verbs, search_verbs, ship_verbs, pipeline_verbs):
     _step.register(app)
 
 
@@ -185,3 +240,19 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def parse_arch(text: str | None) -> dict | None:
+    """--arch: inline JSON, or a JSON file holding the architecture (or a search result's "arch")."""
+    if not text:
+        return None
+    source = Path(text)
+    try:
+        raw = source.read_text() if source.suffix == ".json" and source.is_file() else text
+        value = json.loads(raw)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise typer.BadParameter(f"--arch: not JSON nor a readable .json file ({exc})") from None
+    value = value.get("arch", value) if isinstance(value, dict) else value
+    if not isinstance(value, dict):
+        raise typer.BadParameter("--arch must be a JSON object, e.g. '{\"widths\": [12, 24, 44, 24, 12]}'")
+    return value

@@ -137,12 +137,14 @@ def print_summary(
     table.add_row("precision", m["precision"])
     table.add_row("files", ", ".join(f"{f} ({human(m['sizes'].get(f, 0))}B)" for f in m["files"]))
     gate = "passed" if q["passed"] else "NOT passed (--force)"
-    if q.get("min_psnr") is None:
+    if q.get("min_psnr") is None and q.get("min_agreement") is None:
         gate = "off"
+    measured = f"PSNR {q['psnr_vs_fp32']:.2f} dB, SSIM {q['ssim_vs_fp32']:.4f}"
+    if q.get("agreement") is not None:  # a classifier: gated on top-1 agreement
+        measured = f"top-1 agreement {100 * q['agreement']:.2f} %"
     table.add_row(
         "quality vs fp32",
-        f"PSNR {q['psnr_vs_fp32']:.2f} dB, SSIM {q['ssim_vs_fp32']:.4f}, max |err| {q['max_abs_err']:.3g} "
-        f"on {q['samples']} held-out samples; gate {gate}",
+        f"{measured}, max |err| {q['max_abs_err']:.3g} on {q['samples']} held-out samples; gate {gate}",
     )
     gate_info = m.get("gate") or {}
     by_target, by_gate = gate_info.get("kept_by_target") or [], gate_info.get("kept_by_gate") or []

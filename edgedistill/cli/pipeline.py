@@ -26,6 +26,9 @@ def compress(
         Path | None, typer.Option(help="held-out image folder (default: a fixed tenth of --data)")
     ] = None,
     steps: Annotated[int, typer.Option(help="distillation steps")] = 1000,
+    train_minutes: Annotated[
+        float | None, typer.Option(help="cap training time: steps fitted to this machine's measured speed")
+    ] = None,
     cache: Annotated[int, typer.Option(help="teacher outputs precomputed for N inputs")] = 512,
     precision: Annotated[
         str | None, typer.Option(help="precision for every target (default: each target's)")
@@ -46,6 +49,26 @@ def compress(
             help="batch | instance (default: the teacher's; BatchNorm for an InstanceNorm teacher and INT8)"
         ),
     ] = None,
+    qat_steps: Annotated[
+        int | None,
+        typer.Option(
+            help="quantization-aware KD steps after distilling (default: on for INT8 targets; 0 = off)"
+        ),
+    ] = None,
+    data_free: Annotated[
+        bool,
+        typer.Option("--data-free", help="classifier teacher: distill without data (default without --data)"),
+    ] = False,
+    method: Annotated[str, typer.Option(help="classifier teacher, data-free: dafl | dfad")] = "dafl",
+    latency_ms: Annotated[
+        float | None,
+        typer.Option(
+            help="latency budget on the first --target, ms: search the student's architecture (not --width)"
+        ),
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="with --latency-ms: measure the latency table on user@host")
+    ] = None,
 ) -> None:
     """Distill TEACHER, export the student for each --target, profile them all side by side."""
     from edgedistill.cli.console import console, parse_kwargs
@@ -57,7 +80,16 @@ def compress(
         teacher=teacher, targets=list(target), out=out, width=width, steps=steps, data=data, val_data=val_data, cache=cache,
         precision=precision, size=size, calib_size=calib_size, min_psnr=min_psnr or None, threads=threads,
         profile_seconds=profile_seconds, force=force, kwargs=parse_kwargs(arg), weights=weights, student_norm=student_norm,
+        qat_steps=qat_steps, latency_ms=latency_ms, host=host, distill_options={"method": method} if data_free or method != "dafl" else {},
     )  # fmt: skip
+    if train_minutes:
+        opts.distill_options["time_budget_s"] = 60.0 * train_minutes
+    if data_free:
+        from edgedistill.cli.datafree import wants_classifier
+
+        wants_classifier(teacher, data_free)  # a generator teacher: one clear error
+        if data is not None:
+            raise EdgeDistillError("--data-free and --data contradict each other: drop one")
     report = run(opts, log=lambda m: console.print(m, highlight=False))
     show_report(report)
     for line in report.get("next", []):
@@ -76,8 +108,8 @@ def show_report(report: dict) -> None:
     from edgedistill.cli.console import console
 
     # The terminal gets the columns that decide; report.md has them all.
-    cols = {"model": "model", "precision": "prec", "MACs": "MACs", "size MB": "MB", "p50 ms": "p50 ms",
-            "speedup": "×", "PSNR vs teacher dB": "PSNR vs T", "PSNR vs fp32 dB": "PSNR vs fp32"}  # fmt: skip
+    cols = report.get("columns") or {"model": "model", "precision": "prec", "MACs": "MACs", "size MB": "MB",
+            "p50 ms": "p50 ms", "speedup": "×", "PSNR vs teacher dB": "PSNR vs T", "PSNR vs fp32 dB": "PSNR vs fp32"}  # fmt: skip
     table = Table(title=f"{report['teacher']}: teacher | student | artifacts, this machine")
     for key, head in cols.items():
         table.add_column(

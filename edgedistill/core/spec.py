@@ -20,7 +20,7 @@ from edgedistill.core.jsonfile import read_json
 if TYPE_CHECKING:  # torch is imported lazily: the runtime part (profile on a device) has no torch
     import torch
 
-KINDS = ("noise", "image", "noise+label")
+KINDS = ("noise", "image", "noise+label", "classifier")
 
 
 @dataclass
@@ -89,6 +89,18 @@ class GeneratorSpec:
                 'a noise+label spec has two inputs, z ["N", nz, 1, 1] and a one-hot label ["N", classes] '
                 "(classes a number): fix model.json"
             )
+        if self.kind == "classifier" and (
+            len(self.inputs) != 1
+            or len(self.inputs[0].shape) != 4
+            or not all(isinstance(d, int) for d in self.inputs[0].shape[1:])
+            or len(self.outputs) != 1
+            or len(self.outputs[0].shape) != 2
+            or not isinstance(self.outputs[0].shape[1], int)
+        ):
+            raise EdgeDistillError(
+                'a classifier spec has one image input ["N", C, H, W] (numbers) and one logits output '
+                '["N", classes]: fix model.json'
+            )
 
     @property
     def image_channels(self) -> int:
@@ -101,6 +113,11 @@ class GeneratorSpec:
     def classes(self) -> int | None:
         """How many classes a label-conditioned generator knows (its one-hot label's width)."""
         return int(self.inputs[1].shape[1]) if self.kind == "noise+label" else None
+
+    @property
+    def logits(self) -> int | None:
+        """How many classes a classifier tells apart (its logits' width); None for a generator."""
+        return int(self.outputs[0].shape[1]) if self.kind == "classifier" else None
 
     # ---- shapes ---------------------------------------------------------------------------
     def input_shape(self, size: tuple[int, int] | None = None, batch: int = 1) -> list[int]:
@@ -129,7 +146,7 @@ class GeneratorSpec:
 
         gen = torch.Generator().manual_seed(seed)
         shape = self.input_shape(size, batch)
-        if self.kind == "image":
+        if self.kind in ("image", "classifier"):
             lo, hi = self.input_range
             return (torch.rand(shape, generator=gen) * (hi - lo) + lo,)
         z = torch.randn(shape, generator=gen)
@@ -144,7 +161,7 @@ class GeneratorSpec:
         """numpy inputs by input name (float32, the spec's range): what runtimes without torch eat."""
         rng = np.random.default_rng(seed)
         shape = self.input_shape(size, batch)
-        if self.kind == "image":
+        if self.kind in ("image", "classifier"):
             lo, hi = self.input_range
             x = rng.random(shape, dtype=np.float32) * (hi - lo) + lo
         else:
@@ -223,4 +240,24 @@ def spec_for_family(family: str, kwargs: dict[str, Any], **extra: Any) -> Genera
             kwargs=dict(kwargs),
             **extra,
         )
+    if family in CLASSIFIER_FAMILIES:
+        c, size, classes = (
+            kwargs.get("in_channels", 1),
+            kwargs.get("image_size", 32),
+            kwargs.get("classes", 10),
+        )
+        return GeneratorSpec(
+            kind="classifier",
+            inputs=[TensorSpec("image", ["N", c, size, size])],
+            outputs=[TensorSpec("logits", ["N", classes])],
+            default_size=(size, size),
+            family=family,
+            kwargs=dict(kwargs),
+            **extra,
+        )
     raise EdgeDistillError(f"'{family}' is not a generator family: use resnet, unet or dcgan")
+
+
+# Classifier families (models/classifiers.py): a `classifier` spec eats one fixed-size image in
+# `input_range` and returns one logit per class; data-free distillation synthesises its inputs.
+CLASSIFIER_FAMILIES = ("lenet", "resnet_classifier")

@@ -16,6 +16,9 @@ from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.resources import data_files
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+# INT8 QDQ forms (onnxtools/qdq.py QDQ_FORMS): options.qdq_form = "xnnpack" makes ARM targets quantize
+# as XNNPACK executes (int8 activations, symmetric per-channel int8 weights), not ORT x86's u8s8.
+QDQ_FORMS = ("u8s8", "xnnpack", "s8s8")
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,11 @@ def _parse(path: Path) -> Target:
         ) from None
     except (tomllib.TOMLDecodeError, TypeError) as exc:
         raise EdgeDistillError(f"{path}: not a valid target profile ({exc})") from None
+    form = target.options.get("qdq_form")
+    if form is not None and form not in QDQ_FORMS:
+        raise EdgeDistillError(
+            f"{path}: options.qdq_form must be one of {', '.join(QDQ_FORMS)}, not '{form}'"
+        )
     bad = [p for p in target.precisions if p not in PRECISIONS]
     if target.precision not in target.precisions or bad:
         raise EdgeDistillError(

@@ -7,6 +7,7 @@ exactly the batches an uninterrupted one would, and DDP ranks see different ones
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -37,6 +38,10 @@ class Batch:
         """The samples `idx` of inputs and labels; real images (drawn apart from them) as they are."""
         return Batch(self.inputs[idx], self.real, None if self.labels is None else self.labels[idx])
 
+    def to(self, device: torch.device | str) -> Batch:
+        """The batch on `device` (data is made on the CPU; a GPU run trains there)."""
+        return Batch(*(None if t is None else t.to(device) for t in (self.inputs, self.real, self.labels)))
+
 
 class DataSource(Protocol):
     name: str
@@ -44,6 +49,21 @@ class DataSource(Protocol):
     def batch(self, step: int, size: int) -> Batch: ...
 
     def heldout(self) -> Batch: ...
+
+    def validation(self) -> Batch: ...
+
+
+# Held-out sizes at which a feature distance is stable enough to tell recipes apart (issue #12:
+# photos >= 512 crops, digits >= 10k samples); validation sets are small, drawn apart from them.
+PHOTO_EVAL, NOISE_EVAL, FOLDER_EVAL = 512, 10_000, 128
+PHOTO_VAL, NOISE_VAL, FOLDER_VAL = 64, 512, 32
+EVAL_ENV = "EDGEDISTILL_EVAL_SAMPLES"  # overrides the held-out sizes (the test suite keeps runs short)
+
+
+def _eval_count(given: int | None, default: int) -> int:
+    if given:
+        return given
+    return int(os.environ.get(EVAL_ENV) or default)
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
@@ -64,9 +84,16 @@ class NoiseSource:
     """z ~ N(0, I) for noise generators, with uniform one-hot class labels for label-conditioned
     ones; optional real images (e.g. the digits) for D."""
 
-    def __init__(self, spec: GeneratorSpec, seed: int, rank: int = 0, real: torch.Tensor | None = None):
+    def __init__(
+        self,
+        spec: GeneratorSpec,
+        seed: int,
+        rank: int = 0,
+        real: torch.Tensor | None = None,
+        eval_count: int = NOISE_EVAL,
+    ):
         self.name, self.spec, self.seed, self.rank, self.real = "noise", spec, seed, rank, real
-        self.heldout_count = 1000
+        self.heldout_count = eval_count
 
     def batch(self, step: int, size: int) -> Batch:
         gen = step_generator(self.seed, step, self.rank)
@@ -82,19 +109,33 @@ class NoiseSource:
 
     def heldout(self) -> Batch:
         """Fixed z; labels cycle through the classes, so every class is judged (and shown) alike."""
-        gen = torch.Generator().manual_seed(10_000 + self.seed)
-        z = torch.randn([self.heldout_count, *self.spec.input_shape(batch=1)[1:]], generator=gen)
+        return self._fixed(10_000 + self.seed, self.heldout_count)
+
+    def validation(self) -> Batch:
+        return self._fixed(20_000 + self.seed, NOISE_VAL)
+
+    def _fixed(self, seed: int, count: int) -> Batch:
+        gen = torch.Generator().manual_seed(seed)
+        z = torch.randn([count, *self.spec.input_shape(batch=1)[1:]], generator=gen)
         classes = self.spec.classes
-        labels = None if classes is None else _one_hot(torch.arange(self.heldout_count) % classes, classes)
+        labels = None if classes is None else _one_hot(torch.arange(count) % classes, classes)
         return Batch(z, self.real, labels)
 
 
 class PhotoRestoreSource:
     """The embedded photo teacher's default data: degraded crops of the bundled photos + clean targets."""
 
-    def __init__(self, spec: GeneratorSpec, seed: int, patch: int, rank: int = 0, eval_size: int = 96):
+    def __init__(
+        self,
+        spec: GeneratorSpec,
+        seed: int,
+        patch: int,
+        rank: int = 0,
+        eval_size: int = 96,
+        eval_count: int = PHOTO_EVAL,
+    ):
         self.name, self.spec, self.seed, self.patch, self.rank = "bundled-photos", spec, seed, patch, rank
-        self.photos, self.eval_size = bundled_photos("train"), eval_size
+        self.photos, self.eval_size, self.eval_count = bundled_photos("train"), eval_size, eval_count
 
     def batch(self, step: int, size: int) -> Batch:
         gen = step_generator(self.seed, step, self.rank)
@@ -103,8 +144,17 @@ class PhotoRestoreSource:
 
     @functools.cache  # noqa: B019  (one source per run; the trainer and the evaluation share it)
     def heldout(self) -> Batch:
-        gen = torch.Generator().manual_seed(20_000)
-        clean = random_crops(bundled_photos("heldout"), 128, self.eval_size, gen)
+        return self._crops(20_000, self.eval_count)
+
+    @functools.cache  # noqa: B019
+    def validation(self) -> Batch:
+        """Other crops of the held-out photos, other degradations: only two photos are held out, so
+        validation shares them with the test crops (best-checkpoint choice sees the same scenes)."""
+        return self._crops(30_000, PHOTO_VAL)
+
+    def _crops(self, seed: int, count: int) -> Batch:
+        gen = torch.Generator().manual_seed(seed)
+        clean = random_crops(bundled_photos("heldout"), count, self.eval_size, gen)
         return Batch(self.spec.to_input(degrade(clean, gen)), to_output(self.spec, clean))
 
 
@@ -125,8 +175,10 @@ class ImageFolderSource:
         rank: int = 0,
         eval_size: int = 128,
         val_data: Path | None = None,
+        eval_count: int = FOLDER_EVAL,
     ):
         self.name, self.spec, self.seed, self.patch, self.rank = str(root), spec, seed, patch, rank
+        self.eval_count = eval_count
         split = split_folder(root, val_data)
         self.train = [self._load(p) for p in split.train]
         self.val = self.train if split.val is split.train else [self._load(p) for p in split.val]
@@ -187,7 +239,11 @@ class ImageFolderSource:
 
     @functools.cache  # noqa: B019  (one source per run; the trainer and the evaluation share it)
     def heldout(self) -> Batch:
-        return self._crops(self.val, 32, self.eval_size, torch.Generator().manual_seed(20_000))
+        return self._crops(self.val, self.eval_count, self.eval_size, torch.Generator().manual_seed(20_000))
+
+    @functools.cache  # noqa: B019
+    def validation(self) -> Batch:
+        return self._crops(self.val, FOLDER_VAL, self.eval_size, torch.Generator().manual_seed(30_000))
 
 
 def make_source(
@@ -198,8 +254,10 @@ def make_source(
     patch: int,
     rank: int = 0,
     val_data: Path | None = None,
+    eval_count: int | None = None,
 ) -> DataSource:
-    """The user's --data when given, else the teacher's default set; unconditional needs none."""
+    """The user's --data when given, else the teacher's default set; unconditional needs none.
+    `eval_count`: held-out samples (None: the defaults above)."""
     if val_data is not None and (spec.kind != "image" or data is None):
         raise EdgeDistillError(
             "--val-data holds out images of an image-to-image generator's --data: give --data too"
@@ -208,9 +266,17 @@ def make_source(
         )
     if spec.kind == "image":
         if data is not None:
-            return ImageFolderSource(Path(data), spec, seed, patch, rank, val_data=val_data)
+            return ImageFolderSource(
+                Path(data),
+                spec,
+                seed,
+                patch,
+                rank,
+                val_data=val_data,
+                eval_count=_eval_count(eval_count, FOLDER_EVAL),
+            )
         if teacher_name == "photo-restore":
-            return PhotoRestoreSource(spec, seed, patch, rank)
+            return PhotoRestoreSource(spec, seed, patch, rank, eval_count=_eval_count(eval_count, PHOTO_EVAL))
         raise EdgeDistillError(
             f"{teacher_name} is an image-to-image generator and has no default data: pass --data DIR "
             "(a folder of input images, or A/ and B/ subfolders of pairs)"
@@ -220,7 +286,7 @@ def make_source(
         real = _real_images(Path(data), spec)
     elif teacher_name == "digits-dcgan":
         real = digits_images("train")[0]
-    return NoiseSource(spec, seed, rank, real)
+    return NoiseSource(spec, seed, rank, real, eval_count=_eval_count(eval_count, NOISE_EVAL))
 
 
 def _real_images(folder: Path, spec: GeneratorSpec) -> torch.Tensor:

@@ -23,7 +23,7 @@ from edgedistill.distiller.config import DistillConfig
 from edgedistill.distiller.evaluate import evaluate_student
 from edgedistill.distiller.features import feature_channels, kd_layer_names
 from edgedistill.distiller.losses import FeatureKD
-from edgedistill.distiller.student import make_student, save_pt2
+from edgedistill.distiller.student import make_student, make_student_from_arch, save_pt2
 from edgedistill.distiller.trainer import Parts, Trainer
 from edgedistill.metrics.feature_distance import FeatureNet, load_feature_net
 from edgedistill.models.embedded import embedded_teachers
@@ -69,6 +69,10 @@ def distill(
     trainer.train()
     if rank == 0:
         finish_run(cfg, teacher, parts, trainer, run_dir, time.perf_counter() - started)
+        if cfg.qat_steps:  # a final quantization-aware phase on the saved EMA student
+            from edgedistill.distiller.qat import qat_phase
+
+            qat_phase(cfg, teacher.module, parts, trainer, run_dir, resume)
     if world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
@@ -80,7 +84,10 @@ def build_parts(cfg: DistillConfig, teacher: LoadedGenerator, rank: int, source:
     t_net = teacher.module
     t_net.requires_grad_(False)
     example = spec.example_inputs(size=(cfg.patch, cfg.patch) if spec.kind == "image" else None)
-    student, student_spec = make_student(t_net, spec, cfg.width, cfg.init, cfg.student_norm, example)
+    if cfg.arch:
+        student, student_spec = make_student_from_arch(t_net, spec, cfg.arch, cfg.init)
+    else:
+        student, student_spec = make_student(t_net, spec, cfg.width, cfg.init, cfg.student_norm, example)
     source = source or make_source(
         cfg.teacher,
         spec,
@@ -89,9 +96,10 @@ def build_parts(cfg: DistillConfig, teacher: LoadedGenerator, rank: int, source:
         cfg.patch,
         rank,
         val_data=Path(cfg.val_data) if cfg.val_data else None,
+        eval_count=cfg.eval_samples,
     )
     parts = Parts(teacher=t_net, student=student.train(), spec=student_spec, source=source)
-    if cfg.lambda_adv:
+    if cfg.lambda_adv or cfg.lambda_dfeat:
         parts.discriminator = make_discriminator(cfg, teacher)
         first = next(m for m in parts.discriminator.modules() if isinstance(m, nn.Conv2d))
         in_c, out_c = spec.input_shape()[1], spec.outputs[0].shape[1]
@@ -102,6 +110,26 @@ def build_parts(cfg: DistillConfig, teacher: LoadedGenerator, rank: int, source:
             s_ch = feature_channels(student, parts.layers, example)
             t_ch = feature_channels(t_net, parts.layers, example)
             parts.feature_kd = FeatureKD(s_ch, t_ch, cfg.feat_mode)
+    return move_parts(parts, resolve_device(cfg.device))
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto: the first CUDA GPU torch sees, else the CPU; a named device must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EdgeDistillError(
+            f"--device {name}: this torch sees no CUDA GPU ({torch.__version__}); use --device cpu"
+        )
+    return device
+
+
+def move_parts(parts: Parts, device: torch.device) -> Parts:
+    """Teacher, student, D and feature adapters on the training device (the data stays on the CPU)."""
+    for module in (parts.teacher, parts.student, parts.discriminator, parts.feature_kd):
+        if module is not None:
+            module.to(device)
     return parts
 
 
@@ -145,12 +173,13 @@ def finish_run(
     """Save the EMA student with its spec, and score it."""
     student = trainer.ema.model.eval()
     spec = parts.spec
+    metrics = evaluate_student(teacher.module, student, spec, parts.source, default_feature_net(cfg))
+    student = student.cpu()
     if spec.family in BUILT_IN:
         save_weights(student, run_dir / "student.safetensors")
     else:
         example = spec.example_inputs(size=(cfg.patch, cfg.patch) if spec.kind == "image" else None)
         save_pt2(student, example, run_dir / "student.pt2")
-    metrics = evaluate_student(teacher.module, student, spec, parts.source, default_feature_net(cfg))
     metrics.update(steps=trainer.step, wall_s=round(trainer.wall_s, 1), run_wall_s=round(wall, 1))
     spec.provenance.update(config=json.loads(cfg.to_json()), metrics=metrics)
     spec.save(run_dir / "model.json")

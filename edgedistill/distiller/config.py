@@ -9,9 +9,30 @@ from typing import Any
 from edgedistill.core.errors import EdgeDistillError
 
 DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
-    "image": {"lambda_pix": 10.0, "lambda_feat": 1.0, "lambda_adv": 0.1},
-    "noise": {"lambda_pix": 1.0, "lambda_feat": 1.0, "lambda_adv": 0.01},
-    "noise+label": {"lambda_pix": 1.0, "lambda_feat": 1.0, "lambda_adv": 0.01},
+    "image": {
+        "lambda_pix": 10.0,
+        "lambda_feat": 1.0,
+        "lambda_adv": 0.1,
+        "lambda_gt": 10.0,
+        "lambda_dfeat": 1.0,
+        "lambda_colour": 10.0,
+    },
+    "noise": {
+        "lambda_pix": 1.0,
+        "lambda_feat": 1.0,
+        "lambda_adv": 0.01,
+        "lambda_gt": 0.0,
+        "lambda_dfeat": 0.0,
+        "lambda_colour": 0.0,
+    },
+    "noise+label": {
+        "lambda_pix": 1.0,
+        "lambda_feat": 1.0,
+        "lambda_adv": 0.01,
+        "lambda_gt": 0.0,
+        "lambda_dfeat": 0.0,
+        "lambda_colour": 0.0,
+    },
 }
 
 
@@ -20,6 +41,9 @@ class DistillConfig:
     teacher: str
     out: str = "runs/student"
     width: float = 0.25
+    # a built-in family's student architecture (per-stage widths, n_blocks, ops: distiller/student.py
+    # ARCH_KEYS), e.g. from `edgedistill search`; None: the teacher's shape at --width
+    arch: dict[str, Any] | None = None
     init: str = "inherit"  # inherit | scratch
     student_norm: str | None = None  # None keeps the teacher's (see README: batch folds into convs for INT8)
     data: str | None = None
@@ -33,7 +57,11 @@ class DistillConfig:
     lambda_pix: float | None = None
     lambda_feat: float | None = None
     lambda_adv: float | None = None
-    lambda_gt: float = 0.0  # pixel loss to the data's own targets (paired data), the no-teacher baseline
+    # pixel loss to the data's own targets where the data is paired (degraded -> clean, A/ + B/):
+    # the student can then be better than its teacher, as GAN Compression and CAT train it
+    lambda_gt: float | None = None
+    lambda_dfeat: float | None = None  # D-feature matching of student vs teacher output (perceptual)
+    lambda_colour: float | None = None  # L1 of 8x8-cell means vs the teacher: sees a colour cast
     pix_loss: str = "l1"
     feat_mode: str = "adapter"  # adapter (GAN Compression) | kernel_alignment (CAT)
     gan_loss: str | None = None  # None: the loss the teacher's D was trained with, else lsgan
@@ -42,8 +70,18 @@ class DistillConfig:
     ndf: int = 32  # width of a fresh PatchGAN when the teacher ships no D
     ema: float = 0.999
     cache: int = 0  # >0: precompute teacher outputs for this many inputs and train on them
+    cache_refresh: int | None = None  # pool entries replaced by fresh teacher outputs per step; None: batch/4
     seed: int = 0
     threads: int | None = None
+    device: str = "auto"  # auto: the first CUDA GPU when torch sees one, else cpu
+    # held-out samples scored at the end; None: photo 512, noise 10k, folder 128
+    eval_samples: int | None = None
+    # validate the EMA student every N steps, keep the best; None: steps/10; 0: off
+    val_every: int | None = None
+    # train for at most this long: the steps are fitted to this machine's speed after the first
+    # PROBE_STEPS (a 2-core AVX2 box runs ~4x slower than an AMX Xeon), and the schedule follows
+    time_budget_s: float | None = None
+    qat_steps: int = 0  # >0: a final quantization-aware KD phase of this many steps (distiller/qat.py)
     checkpoint_every: int = 250
     sample_every: int = 500
     log_every: int = 25
@@ -66,18 +104,43 @@ class DistillConfig:
             raise EdgeDistillError("--steps and --batch must be at least 1")
         if self.init not in ("inherit", "scratch"):
             raise EdgeDistillError(f"--init must be inherit or scratch, got '{self.init}'")
-        weights = [w for w in (self.lambda_pix, self.lambda_feat, self.lambda_adv) if w is not None]
+        weights = [
+            w
+            for w in (
+                self.lambda_pix,
+                self.lambda_feat,
+                self.lambda_adv,
+                self.lambda_gt,
+                self.lambda_dfeat,
+                self.lambda_colour,
+            )
+            if w is not None
+        ]
         if weights and min(weights) < 0:
             raise EdgeDistillError("loss weights (--lambda-*) must be >= 0")
-        if len(weights) == 3 and sum(weights) == 0:
+        if len(weights) == 6 and sum(weights) == 0:
             raise EdgeDistillError("all loss weights are 0: nothing to train")
+        if self.qat_steps < 0:
+            raise EdgeDistillError(f"--qat-steps must be >= 0, got {self.qat_steps}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
 
     def training_identity(self) -> dict[str, Any]:
         """The options a resumed run must share with the one it continues."""
-        skip = {"steps", "checkpoint_every", "sample_every", "log_every", "threads", "out", "feature_net"}
+        skip = {
+            "steps",
+            "checkpoint_every",
+            "sample_every",
+            "log_every",
+            "threads",
+            "out",
+            "feature_net",
+            "device",
+            "eval_samples",
+            "val_every",
+            "qat_steps",  # the QAT phase checks its own options on resume
+        }
         if self.val_data is None:
             skip.add("val_data")  # runs saved before the option existed still resume
         return {k: v for k, v in asdict(self).items() if k not in skip}

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import inspect
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,9 @@ from edgedistill.core.atomic import write_atomic
 from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.spec import GeneratorSpec, spec_for_family
 from edgedistill.models.norms import NORMS
+from edgedistill.models.ops import PixelShuffleUp
 from edgedistill.models.registry import create, family_class
-from edgedistill.models.resnet import ResnetBlock
+from edgedistill.models.resnet import FIRST_BLOCK, ResnetBlock
 from edgedistill.models.unet import UnetLevel
 
 BUILT_IN = ("resnet", "unet", "dcgan")
@@ -32,6 +35,12 @@ _NORM_PARAMS = ("weight", "bias", "running_mean", "running_var")
 _NORMS = nn.modules.batchnorm._NormBase  # BatchNorm and InstanceNorm: per-channel params/stats
 _PASS_THROUGH = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Dropout, nn.Identity, nn.ReflectionPad2d)
 _PASS_THROUGH += (nn.ReplicationPad2d,)
+# what a searched architecture may set, per family (constructor kwargs; see models/ops.py)
+ARCH_KEYS = {
+    "resnet": ("widths", "n_blocks", "upsample", "kernel", "block", "norm"),
+    "unet": ("widths", "upsample", "block", "norm"),
+    "dcgan": ("widths", "upsample"),
+}
 
 Slice = tuple[str, int]  # (state-dict key, dimension)
 
@@ -74,6 +83,111 @@ def _check_args(width: float, init: str, norm: str | None) -> None:
         raise EdgeDistillError(f"init must be one of {', '.join(INITS)}, got '{init}'")
     if norm is not None and norm not in NORMS:
         raise EdgeDistillError(f"norm must be one of {', '.join(NORMS)}, got '{norm}'")
+
+
+def make_student_from_arch(
+    teacher: nn.Module,
+    spec: GeneratorSpec,
+    arch: dict[str, Any],
+    init: str = "inherit",
+) -> tuple[nn.Module, GeneratorSpec]:
+    """A student of the teacher's family built from `arch` (per-stage widths, ops; `ARCH_KEYS`).
+
+    Inherits the teacher's strongest channels wherever a layer keeps its op (kernels are center
+    cropped, dropped residual blocks are skipped evenly); a layer whose op changed starts fresh,
+    and a residual block that starts fresh adds nothing at first (its last conv is zeroed)."""
+    family = spec.family
+    if family not in ARCH_KEYS:
+        raise EdgeDistillError(
+            f"a searched architecture needs a built-in family {list(ARCH_KEYS)}, got {family}"
+        )
+    if init not in INITS:
+        raise EdgeDistillError(f"init must be one of {', '.join(INITS)}, got '{init}'")
+    unknown = sorted(set(arch) - set(ARCH_KEYS[family]))
+    if unknown:
+        raise EdgeDistillError(
+            f"{family} architectures set {', '.join(ARCH_KEYS[family])}; not {', '.join(unknown)}"
+        )
+    kwargs = dict(spec.kwargs)
+    new_kwargs = {**kwargs, **copy.deepcopy(arch)}
+    if arch.get("widths"):
+        new_kwargs["ngf"] = int(arch["widths"][0])
+    try:
+        student = create(family, **new_kwargs)
+    except (TypeError, ValueError) as exc:
+        raise EdgeDistillError(f"bad {family} architecture {arch}: {exc}") from None
+    if init == "inherit":
+        skeleton = teacher if isinstance(teacher, family_class(family)) else create(family, **kwargs)
+        state = teacher.state_dict()
+        _check_fits(state, skeleton.state_dict(), f"{family}({_kw(kwargs)})")
+        key_map = _key_map(family, kwargs, new_kwargs)
+        s_state = student.state_dict()
+        new_state = inherit_state(state, s_state, channel_plan(skeleton), key_map)
+        student.load_state_dict(new_state)
+        fresh = {k for k, v in s_state.items() if v.ndim == 4 and _teacher_key(key_map(k), state) is None}
+        _quiet_fresh_residuals(student, fresh)  # fresh convs only: a norm change alone keeps its convs
+    extra: dict[str, Any] = {"input_range": spec.input_range, "output_range": spec.output_range}
+    if family != "dcgan" and spec.default_size is not None:
+        extra["default_size"] = spec.default_size
+    new_spec = spec_for_family(family, new_kwargs, **extra)
+    teacher_id = spec.provenance.get("sha256") or spec.provenance.get("source")
+    new_spec.provenance = {
+        "teacher": teacher_id,
+        "arch": copy.deepcopy(arch),
+        "init": init,
+        "method": "architecture",
+    }
+    first = next((p for p in teacher.parameters() if p.is_floating_point()), None)
+    if first is not None:
+        student = student.to(device=first.device, dtype=first.dtype)
+    return student.train(teacher.training), new_spec
+
+
+def _teacher_key(key: str | None, state: dict[str, torch.Tensor]) -> str | None:
+    return key if key is not None and key in state else None
+
+
+def _key_map(family: str, t_kwargs: dict[str, Any], s_kwargs: dict[str, Any]) -> Callable[[str], str | None]:
+    """Student key -> the teacher key holding its weights (None: no counterpart).
+
+    Only a resnet with fewer residual blocks moves keys: its blocks take evenly spaced teacher
+    blocks and the layers after the trunk shift by the blocks dropped."""
+    if family != "resnet":
+        return lambda k: k
+    t_n = int(t_kwargs.get("n_blocks", _default_arg(family, "n_blocks")))
+    s_n = int(s_kwargs.get("n_blocks", t_n))
+    if s_n == t_n:
+        return lambda k: k
+    if s_n <= t_n:
+        chosen = [round(j * (t_n - 1) / max(s_n - 1, 1)) for j in range(s_n)] if s_n > 1 else [0]
+    else:
+        chosen = list(range(t_n))
+
+    def mapped(key: str) -> str | None:
+        m = re.match(r"model\.(\d+)\.(.*)$", key)
+        if not m or int(m.group(1)) < FIRST_BLOCK:
+            return key
+        i, rest = int(m.group(1)), m.group(2)
+        if i < FIRST_BLOCK + s_n:
+            j = i - FIRST_BLOCK
+            return f"model.{FIRST_BLOCK + chosen[j]}.{rest}" if j < len(chosen) else None
+        return f"model.{i + t_n - s_n}.{rest}"
+
+    return mapped
+
+
+def _quiet_fresh_residuals(student: nn.Module, fresh: set[str]) -> None:
+    """Zero the last conv of each residual block holding fresh weights: it starts as the identity
+    instead of adding noise to the inherited trunk (the zero-init-residual trick)."""
+    for name, m in student.named_modules():
+        if not isinstance(m, ResnetBlock):
+            continue
+        prefix = f"{name}." if name else ""
+        if not any(k.startswith(prefix) for k in fresh):
+            continue
+        convs = [c for c in m.conv_block.modules() if isinstance(c, nn.Conv2d)]
+        with torch.no_grad():
+            convs[-1].weight.zero_()
 
 
 # ------------------------------------------------------------------------------ built-in families
@@ -163,6 +277,18 @@ def channel_plan(model: nn.Module) -> ChannelPlan:
 
 def _walk(m: nn.Module, prefix: str, layout: list[int] | None, plan: ChannelPlan) -> list[int] | None:
     """Record where `m` reads and writes channels; return the layout of its output."""
+    if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels == m.out_channels:
+        layout = layout or [plan.new(m.in_channels)]  # depthwise: channel c in, channel c out
+        plan.use(f"{prefix}weight", 0, layout)
+        plan.use(f"{prefix}bias", 0, layout)
+        return layout
+    if isinstance(
+        m, PixelShuffleUp
+    ):  # out channel c is conv channels 4c..4c+3: a fresh group, sliced by size
+        _walk(m.conv, f"{prefix}conv.", layout, plan)
+        plan.layout.pop((f"{prefix}conv.weight", 0), None)
+        plan.layout.pop((f"{prefix}conv.bias", 0), None)
+        return [plan.new(m.conv.out_channels // 4)]
     if isinstance(m, _CONVS):
         cin, cout = (1, 0) if isinstance(m, nn.Conv2d) else (0, 1)  # ConvTranspose2d: (in, out, k, k)
         layout = layout or [plan.new(m.weight.shape[cin])]  # the image / noise input
@@ -195,40 +321,71 @@ def _walk(m: nn.Module, prefix: str, layout: list[int] | None, plan: ChannelPlan
 
 
 def inherit_state(
-    teacher_state: dict[str, torch.Tensor], student_state: dict[str, torch.Tensor], plan: ChannelPlan
+    teacher_state: dict[str, torch.Tensor],
+    student_state: dict[str, torch.Tensor],
+    plan: ChannelPlan,
+    key_map: Callable[[str], str | None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The student's state dict cut from the teacher's along the plan's chosen channels.
 
-    Keys the teacher lacks keep the student's defaults, biases start at zero (a norm change added
-    them); teacher keys the student lacks are dropped (a norm change removed them).
+    `key_map` names the teacher key for a student key (default: the same). Keys the teacher lacks
+    keep the student's defaults, biases start at zero (a norm change or a new op added them);
+    teacher keys the student lacks are dropped. A smaller odd kernel takes the teacher kernel's
+    center; a tensor whose unplanned dims still differ (a new op's shape) keeps its defaults.
     """
-    keep = [_select(g, teacher_state, student_state) for g in plan.groups]
+    key_map = key_map or (lambda k: k)
+    as_teacher = {tk: v for k, v in student_state.items() if (tk := key_map(k)) is not None}
+    keep = [_select(i, g, teacher_state, as_teacher, plan) for i, g in enumerate(plan.groups)]
     out: dict[str, torch.Tensor] = {}
     for key, target in student_state.items():
-        src = teacher_state.get(key)
-        if src is None:
+        tk = key_map(key)
+        src = teacher_state.get(tk) if tk is not None else None
+        if src is None or src.ndim != target.ndim:
             out[key] = torch.zeros_like(target) if key.endswith("bias") else target
             continue
         src = src.detach()
+        planned = set()
         for dim in range(src.ndim):
-            groups = plan.layout.get((key, dim))
+            groups = plan.layout.get((tk, dim))
             if groups:
                 src = src.index_select(dim, _index(groups, keep, plan).to(src.device))
+                planned.add(dim)
+        src = _center_crop(src, target.shape)
         if src.shape != target.shape:
-            raise EdgeDistillError(
-                f"cannot inherit '{key}': teacher slice {list(src.shape)} vs student {list(target.shape)}"
-            )
+            if any(src.shape[d] != target.shape[d] for d in planned):
+                raise EdgeDistillError(
+                    f"cannot inherit '{key}': teacher slice {list(src.shape)} vs student {list(target.shape)}"
+                )
+            out[key] = target
+            continue
         out[key] = src.clone()
     return out
 
 
-def _select(group: Group, teacher: dict[str, torch.Tensor], student: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Indices of the group's strongest channels, in their original order."""
-    if not group.producers:
-        return torch.arange(group.size)
-    key, dim = group.producers[0]
-    n = int(student[key].shape[dim])
-    if n >= group.size:
+def _center_crop(src: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """A conv kernel's center taps when the student's (odd) kernel is smaller."""
+    if src.ndim != 4 or src.shape[2:] == shape[2:]:
+        return src
+    (kh, kw), (sh, sw) = src.shape[2:], shape[2:]
+    if sh > kh or sw > kw or (kh - sh) % 2 or (kw - sw) % 2:
+        return src
+    top, left = (kh - sh) // 2, (kw - sw) // 2
+    return src[:, :, top : top + sh, left : left + sw]
+
+
+def _select(
+    index: int,
+    group: Group,
+    teacher: dict[str, torch.Tensor],
+    student: dict[str, torch.Tensor],
+    plan: ChannelPlan,
+) -> torch.Tensor:
+    """Indices of the group's strongest channels, in their original order.
+
+    `student` holds the student's tensors under the teacher's keys; the kept count is read off the
+    first single-group (key, dim) of this group the student has (its op may differ from the producer's)."""
+    n = _student_size(index, group, student, plan)
+    if not group.producers or n is None or n >= group.size:
         return torch.arange(group.size)
     score = torch.zeros(group.size)
     for key, dim in group.producers:
@@ -236,6 +393,18 @@ def _select(group: Group, teacher: dict[str, torch.Tensor], student: dict[str, t
         l1 = w.sum(dim=[d for d in range(w.ndim) if d != dim])
         score += l1 / l1.mean().clamp_min(1e-12)  # each producer weighs the same in a shared group
     return score.topk(n).indices.sort().values
+
+
+def _student_size(
+    index: int, group: Group, student: dict[str, torch.Tensor], plan: ChannelPlan
+) -> int | None:
+    for key, dim in group.producers:
+        if key in student and student[key].ndim > dim:
+            return int(student[key].shape[dim])
+    for (key, dim), groups in plan.layout.items():
+        if groups == [index] and key in student and student[key].ndim > dim:
+            return int(student[key].shape[dim])
+    return None
 
 
 def _index(groups: list[int], keep: list[torch.Tensor], plan: ChannelPlan) -> torch.Tensor:

@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -34,10 +34,19 @@ from edgedistill.data.sources import Batch, DataSource
 from edgedistill.distiller.config import DistillConfig
 from edgedistill.distiller.ema import EMA
 from edgedistill.distiller.features import FeatureTap
-from edgedistill.distiller.losses import FeatureKD, d_loss, g_loss, pixel_kd
+from edgedistill.distiller.losses import (
+    FeatureKD,
+    colour_kd,
+    d_feature_layers,
+    d_feature_match,
+    d_loss,
+    g_loss,
+    pixel_kd,
+)
 from edgedistill.distiller.teacher_cache import TeacherCache
 
 MAX_ROLLBACKS = 3
+PROBE_STEPS = 20  # steps timed before a time budget fixes the step count
 
 
 @dataclass
@@ -71,6 +80,7 @@ class Trainer:
         self, cfg: DistillConfig, parts: Parts, run_dir: Path, rank: int = 0, world: int = 1
     ) -> None:
         self.cfg, self.p, self.run_dir, self.rank, self.world = cfg, parts, run_dir, rank, world
+        self.device = next(parts.student.parameters()).device
         self.main = rank == 0
         self.console = Console(stderr=True)
         self.trainable = Trainable(parts.student, parts.feature_kd)
@@ -88,12 +98,23 @@ class Trainer:
         self.ema = EMA(parts.student, cfg.ema)
         self.step, self.lr_scale, self.wall_s = 0, 1.0, 0.0
         self.cache = (
-            TeacherCache(parts.teacher, parts.source, cfg.cache, parts.layers, cfg.seed + 1000 * rank)
+            TeacherCache(
+                parts.teacher,
+                parts.source,
+                cfg.cache,
+                parts.layers,
+                cfg.seed + 1000 * rank,
+                refresh_count(cfg),
+            )
             if cfg.cache
             else None
         )
         self.fixed = parts.source.heldout().rows(slice(0, 4))
         self.ckpt_path = run_dir / "checkpoints" / "last.pt"
+        self.best_path = run_dir / "checkpoints" / "best.pt"
+        self.val_every = max(cfg.steps // 10, 1) if cfg.val_every is None else cfg.val_every
+        self.best_score, self.best_step = -math.inf, 0
+        self._val: tuple[Batch, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -104,6 +125,9 @@ class Trainer:
             "step": self.step,
             "lr_scale": self.lr_scale,
             "wall_s": self.wall_s,
+            "planned_steps": self.cfg.steps,
+            "best_score": self.best_score,
+            "best_step": self.best_step,
             "identity": json.dumps(self.cfg.training_identity(), sort_keys=True),
         }
         if self.p.discriminator is not None and self.opt_d is not None:
@@ -119,6 +143,9 @@ class Trainer:
             self.p.discriminator.load_state_dict(state["discriminator"])
             self.opt_d.load_state_dict(state["opt_d"])
         self.step, self.lr_scale, self.wall_s = state["step"], state["lr_scale"], state["wall_s"]
+        self.best_score, self.best_step = state.get("best_score", -math.inf), state.get("best_step", 0)
+        if self.cfg.time_budget_s and state.get("planned_steps") and self.step >= PROBE_STEPS:
+            self.cfg = replace(self.cfg, steps=state["planned_steps"])  # the budget was fitted before
         self._set_lr()
 
     def save_checkpoint(self) -> None:
@@ -131,7 +158,7 @@ class Trainer:
             raise EdgeDistillError(
                 f"--resume: no checkpoint in {self.ckpt_path.parent}; start without --resume"
             )
-        state = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
+        state = torch.load(self.ckpt_path, map_location=self.device, weights_only=True)
         if state["identity"] != json.dumps(self.cfg.training_identity(), sort_keys=True):
             raise EdgeDistillError(
                 f"--resume: {self.run_dir} was trained with other options (see its config.json); "
@@ -148,8 +175,9 @@ class Trainer:
     # ------------------------------------------------------------------------------ one step
     def _teacher(self, step: int) -> tuple[Batch, torch.Tensor, list[torch.Tensor]]:
         if self.cache is not None:
-            return self.cache.batch(step, self.cfg.batch)
-        batch = self.p.source.batch(step, self.cfg.batch)
+            batch, y_t, feats = self.cache.batch(step, self.cfg.batch)
+            return batch.to(self.device), y_t.to(self.device), [f.to(self.device) for f in feats]
+        batch = self.p.source.batch(step, self.cfg.batch).to(self.device)
         with torch.no_grad(), FeatureTap(self.p.teacher, self.p.layers) as tap:
             y_t = self.p.teacher(*batch.args)
             return batch, y_t, list(tap.features)
@@ -214,11 +242,15 @@ class Trainer:
         losses: dict[str, float],
     ) -> torch.Tensor:
         cfg, disc = self.cfg, self.p.discriminator
-        total = torch.zeros(())
+        total = torch.zeros((), device=self.device)
         if cfg.lambda_pix > 0:
             lp = pixel_kd(y_s, y_t, cfg.pix_loss)
             total = total + cfg.lambda_pix * lp
             losses["pix"] = lp.item()
+        if cfg.lambda_colour and y_s.dim() == 4:
+            lc = colour_kd(y_s, y_t)
+            total = total + cfg.lambda_colour * lc
+            losses["colour"] = lc.item()
         if cfg.lambda_gt > 0 and batch.real is not None and batch.real.shape == y_s.shape:
             lg = pixel_kd(y_s, batch.real, cfg.pix_loss)  # paired data: the ground truth, no teacher
             total = total + cfg.lambda_gt * lg
@@ -227,10 +259,23 @@ class Trainer:
             lf = self.p.feature_kd(s_feats, t_feats)
             total = total + cfg.lambda_feat * lf
             losses["feat"] = lf.item()
-        if disc is not None and cfg.lambda_adv > 0:
-            la = g_loss(disc(self._d_input(batch.inputs, y_s)), cfg.gan_loss)
-            total = total + cfg.lambda_adv * self._adv_ramp() * la
-            losses["adv"] = la.item()
+        match = disc is not None and bool(cfg.lambda_dfeat)
+        if disc is not None and (cfg.lambda_adv > 0 or match):
+            layers = d_feature_layers(disc) if match else []
+            with FeatureTap(disc, layers) as tap:
+                d_fake = disc(self._d_input(batch.inputs, y_s))
+                s_feats = list(tap.features)
+            if cfg.lambda_adv > 0:
+                la = g_loss(d_fake, cfg.gan_loss)
+                total = total + cfg.lambda_adv * self._adv_ramp() * la
+                losses["adv"] = la.item()
+            if match and layers:
+                with torch.no_grad(), FeatureTap(disc, layers) as tap:
+                    disc(self._d_input(batch.inputs, y_t))
+                    t_feats_d = list(tap.features)
+                lm = d_feature_match(s_feats, t_feats_d)
+                total = total + cfg.lambda_dfeat * lm
+                losses["dfeat"] = lm.item()
         losses["total"] = total.item()
         return total
 
@@ -288,6 +333,47 @@ class Trainer:
                 f"interrupted at step {self.step}: checkpoint saved in {self.ckpt_path.parent}; "
                 "continue with the same command and --resume"
             )
+        self.restore_best()
+
+    # ------------------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def validate(self) -> float:
+        """PSNR of the EMA student vs the teacher on the source's validation set (apart from the
+        held-out set the run is scored on); the best EMA weights so far are kept in best.pt."""
+        from edgedistill.core.quality import psnr
+
+        if self._val is None:
+            val = _validation(self.p.source)
+            self._val = (val, self._run_chunked(self.p.teacher, val))
+        val, y_t = self._val
+        spec = self.p.spec
+        score = psnr(spec.to_pixels(self._run_chunked(self.ema.model, val)), spec.to_pixels(y_t))
+        self._append_metrics({"step": self.step, "val_psnr_vs_teacher": round(score, 3)})
+        if score > self.best_score:
+            self.best_score, self.best_step = score, self.step
+            weights = {k: v.detach().clone() for k, v in self.ema.model.state_dict().items()}
+            write_atomic(
+                self.best_path, lambda p: torch.save({"step": self.step, "score": score, "ema": weights}, p)
+            )
+        return score
+
+    def _run_chunked(self, net: nn.Module, batch: Batch, chunk: int = 32) -> torch.Tensor:
+        args = batch.args
+        return torch.cat(
+            [
+                net(*(a.to(self.device) for a in part)).cpu()
+                for part in zip(*(a.split(chunk) for a in args), strict=True)
+            ]
+        )
+
+    def restore_best(self) -> None:
+        """The EMA student becomes the best validated one (GAN students oscillate: the last weights
+        are not the best ones, measured in benchmarks/distill_ablation.py)."""
+        if not self.main or not self.val_every or not self.best_path.exists():
+            return
+        state = torch.load(self.best_path, map_location=self.device, weights_only=True)
+        self.ema.model.load_state_dict(state["ema"])
+        self.best_step, self.best_score = state["step"], state["score"]
 
     def _loop(self, stop: threading.Event, progress: Progress) -> None:
         cfg = self.cfg
@@ -304,6 +390,9 @@ class Trainer:
             rollbacks = 0
             self.step += 1
             self.wall_s += time.perf_counter() - t0
+            if cfg.time_budget_s and self.step == PROBE_STEPS:
+                cfg = self._fit_budget()
+                progress.update(task, total=cfg.steps)
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 its = cfg.log_every / max(time.perf_counter() - t_last, 1e-9)
                 t_last = time.perf_counter()
@@ -315,6 +404,32 @@ class Trainer:
                 self.save_checkpoint()
             if self.main and (self.step % cfg.sample_every == 0 or self.step == cfg.steps):
                 self.save_samples()
+            if self.main and self.val_every and (self.step % self.val_every == 0 or self.step == cfg.steps):
+                self.validate()
+
+    def _fit_budget(self) -> DistillConfig:
+        """Steps that fit the time budget at this machine's measured speed (the slowest rank's)."""
+        per_step = self.wall_s / max(self.step, 1)
+        if self.world > 1:
+            import torch.distributed as dist
+
+            t = torch.tensor([per_step])
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            per_step = float(t.item())
+        budget = float(self.cfg.time_budget_s or 0)
+        steps = max(PROBE_STEPS + 1, min(self.cfg.steps, int(budget / per_step)))
+        self.cfg = replace(self.cfg, steps=steps)
+        if self.cfg.val_every is None:
+            self.val_every = max(steps // 10, 1)
+        if self.main:
+            self.console.print(
+                f"this machine trains at {1 / per_step:.2f} it/s: {steps} steps fit the "
+                f"{budget:.0f} s budget (~{steps * per_step / 60:.1f} min)"
+            )
+            self._append_metrics(
+                {"step": self.step, "event": "time_budget", "it_per_s": 1 / per_step, "steps": steps}
+            )
+        return self.cfg
 
     def _rollback(self, losses: dict[str, float], count: int) -> None:
         if count > MAX_ROLLBACKS:
@@ -322,7 +437,7 @@ class Trainer:
                 f"loss stays non-finite at step {self.step} after {MAX_ROLLBACKS} rollbacks ({losses}); "
                 "lower --lr or the --lambda-* weights, or check the data for NaN/inf"
             )
-        state = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
+        state = torch.load(self.ckpt_path, map_location=self.device, weights_only=True)
         bad_step = self.step
         self.load_state_dict(state)
         self.lr_scale = state["lr_scale"] * 0.5
@@ -356,8 +471,9 @@ class Trainer:
         """teacher | student (EMA) | |diff| x4 (and the input first, for image generators)."""
         spec = self.p.spec
         x = self.fixed.inputs[:, : spec.image_channels] if spec.kind == "image" else self.fixed.inputs
-        args = self.fixed.args
-        y_t, y_s = spec.to_pixels(self.p.teacher(*args)), spec.to_pixels(self.ema.model(*args))
+        args = self.fixed.to(self.device).args
+        y_t = spec.to_pixels(self.p.teacher(*args).cpu())
+        y_s = spec.to_pixels(self.ema.model(*args).cpu())
         rows = [y_t, y_s, ((y_t - y_s).abs() * 4).clamp(0, 1)]
         if spec.kind == "image" and x.shape[1] in (1, 3):  # an inpainter's shows its holes, not its mask
             rows.insert(
@@ -398,3 +514,15 @@ def _decay(step: int, steps: int) -> float:
     """Constant, then linear decay to 10 % over the last 30 % of steps."""
     start = int(0.7 * steps)
     return 1.0 if step < start else 1.0 - 0.9 * (step - start) / max(steps - start, 1)
+
+
+def refresh_count(cfg: DistillConfig) -> int:
+    """Teacher-cache entries replaced per step: a quarter of a batch unless set (0: a fixed pool)."""
+    return max(1, cfg.batch // 4) if cfg.cache_refresh is None else cfg.cache_refresh
+
+
+def _validation(source: DataSource) -> Batch:
+    """The source's validation set; a user's source without one validates on its first held-out rows."""
+    if hasattr(source, "validation"):
+        return source.validation()
+    return source.heldout().rows(slice(0, 64))

@@ -35,6 +35,8 @@ from edgedistill.exporter.gate import (
 from edgedistill.exporter.manifest import target_dict, write_manifest
 
 DEFAULT_MIN_PSNR = 35.0
+DEFAULT_MIN_AGREEMENT = 99.5  # a classifier's gate: % of held-out inputs whose top-1 matches fp32
+CLASSIFIER_HOLDOUT = 400  # agreement needs many inputs (one flip in 8 would be 12.5 points)
 RANKED_BY_QDQ = "ONNX Runtime QDQ INT8, one layer in int8 at a time"
 RANKED_BY_PROBES = (  # OpenVINO: NNCF's INT8, measured under OpenVINO
     "the backend's own INT8 (OpenVINO: NNCF), measured in its runtime: the error each layer adds in "
@@ -72,6 +74,7 @@ def export(
     calib_method: str | None = None,
     holdout: int = 8,
     min_psnr: float | None = DEFAULT_MIN_PSNR,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
     force: bool = False,
     threads: int | None = None,
     kwargs: dict[str, Any] | None = None,
@@ -89,9 +92,19 @@ def export(
     with tempfile.TemporaryDirectory(prefix="edgedistill-export-") as scratch_str:
         scratch = Path(scratch_str)
         src = _fp32_onnx(model, tgt, scratch, size, kwargs, weights, opset, log)
+        if src.spec.kind == "classifier":  # gated on top-1 agreement, on inputs the data-free run made
+            min_psnr = min_agreement if min_psnr is not None else None
+            holdout = max(holdout, CLASSIFIER_HOLDOUT)
+            calib_data = calib_data or _synthetic_calibration(model)
         calib, held = _calibration(src, tgt, model, calib_data, calib_size, calib_method, holdout, threads)
         log(f"calibration: {len(calib) if calib else 0} samples + {len(held)} held out ({held.source})")
-        outcome = _compile_and_gate(backend, tgt, src, calib, held, min_psnr, threads, scratch, log)
+        qat = _find_qat(model, tgt, log)
+        outcome = _compile_and_gate(backend, tgt, src, calib, held, min_psnr, threads, scratch, log, qat)
+        if not outcome.passed and not force and src.spec.kind == "classifier":
+            raise EdgeDistillError(
+                f"{tgt.precision} on {tgt.name} reaches at best {outcome.quality.describe()} vs fp32, below "
+                f"--min-agreement {min_psnr} %: nothing written. Choose a higher precision, or add --force"
+            )
         if not outcome.passed and not force:
             raise EdgeDistillError(
                 f"{tgt.precision} on {tgt.name} reaches at best {outcome.quality.psnr_vs_fp32:.2f} dB PSNR vs fp32, "
@@ -103,6 +116,8 @@ def export(
                 dest = tmp / item.name
                 (shutil.copytree if item.is_dir() else shutil.copy2)(item, dest)
             manifest = _manifest(src, tgt, outcome, calib, held, min_psnr)
+            if qat is not None:  # the scales came from quantization-aware training, not calibration
+                manifest["qat"] = {"steps": qat.get("steps"), "scales": len(qat["scales"])}
             manifest = write_manifest(tmp, manifest)
     return ExportResult(out_dir, manifest)
 
@@ -234,6 +249,7 @@ def _compile_and_gate(
     threads: int | None,
     scratch: Path,
     log: Callable[[str], None],
+    qat: dict[str, Any] | None = None,
 ) -> GateOutcome:
     from edgedistill.backends.onnxruntime import OnnxRuntimeBackend
 
@@ -251,10 +267,16 @@ def _compile_and_gate(
 
             work = scratch / "ranges"
             work.mkdir(exist_ok=True)
-            shared["ranges"] = compute_ranges(src.onnx, calib, work)  # type: ignore[arg-type]
+            if qat is not None:
+                from edgedistill.exporter.qat_export import qat_ranges
+
+                shared["ranges"] = qat_ranges(src.onnx, qat, work, symmetric=backend.symmetric_int8)
+            else:
+                shared["ranges"] = compute_ranges(src.onnx, calib, work)  # type: ignore[arg-type]
         return shared["ranges"]
 
-    base = _io_layers(src.onnx) if tgt.precision == "int8" and tgt.options.get("keep_io_layers") else []
+    keep_io = tgt.precision == "int8" and tgt.options.get("keep_io_layers") and qat is None  # QAT trained them
+    base = _io_layers(src.onnx) if keep_io else []
     if base:
         log(f"target keeps its first and last layers at higher precision: {', '.join(base)}")
 
@@ -266,7 +288,14 @@ def _compile_and_gate(
             out = scratch / f"attempt-{tag}"
             out.mkdir()
             extra = {"ranges": ranges()} if backend.takes_ranges and tgt.precision == "int8" else {}
-            compiled[key] = backend.compile(src.onnx, tgt, calib, out, keep_higher=list(key), **extra), out
+            if qat is not None and not backend.takes_ranges:  # OpenVINO: the trained QDQ, no NNCF
+                from edgedistill.exporter.qat_export import compile_openvino_qdq
+
+                result = compile_openvino_qdq(src.onnx, tgt, ranges(), out, list(key))
+                compiled[key] = result, out
+            else:
+                result = backend.compile(src.onnx, tgt, calib, out, keep_higher=list(key), **extra)
+                compiled[key] = result, out
         return compiled[key]
 
     def load(result: CompileResult, out: Path) -> Runner:
@@ -285,10 +314,10 @@ def _compile_and_gate(
 
     def probe(name: str) -> float:
         result, out = compile_into([name], f"probe{len(compiled)}")
-        return measure_quality(load(result, out), held, reference, src.spec.output_range).psnr_vs_fp32
+        return measure_quality(load(result, out), held, reference, src.spec.output_range).score
 
     def rank(plain: Attempt) -> list[dict]:
-        if not backend.takes_ranges:  # it calibrates itself (NNCF): QDQ on our ranges is not what runs
+        if not backend.takes_ranges and qat is None:  # it calibrates itself (NNCF): our QDQ is not what runs
             shared["ranked_by"] = RANKED_BY_PROBES
             return _rank_by_compiling(backend, src, plain, base, held, threads or 1, min_psnr, probe, log)
         from edgedistill.exporter.sensitivity import rank_layers
@@ -335,7 +364,7 @@ def _rank_by_compiling(
         f"{MAX_PROBES} compiled with that one kept at higher precision)"
     )
     noise = backend.layer_noise(src.onnx, plain.out_dir / plain.result.files[0], names, held, threads)
-    return rank_by_probes(src.onnx, names, noise, probe, plain.quality.psnr_vs_fp32, stop_at=stop_at)
+    return rank_by_probes(src.onnx, names, noise, probe, plain.quality.score, stop_at=stop_at)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -363,7 +392,7 @@ def _manifest(
         "params": src.params,
         "quality": {
             **outcome.quality.to_dict(),
-            "min_psnr": min_psnr,
+            ("min_agreement" if src.spec.kind == "classifier" else "min_psnr"): min_psnr,
             "passed": outcome.passed,
             "before_fallback": outcome.attempts[0].quality.to_dict(),
         },
@@ -398,6 +427,24 @@ def _calibration_facts(calib: CalibrationSet) -> dict[str, Any]:
     """Kind and content fingerprint of the calibration source: what calibration.json records too."""
     plan = calib.meta.get("plan") or {}
     return {"kind": plan.get("kind"), "fingerprint": plan.get("fingerprint"), "recipe": plan.get("recipe")}
+
+
+def _synthetic_calibration(model: str | Path) -> Path | None:
+    """A data-free run's own synthetic inputs (datafree/api.py writes them): calibrating needs no real image."""
+    path = Path(model) / "calibration.npz"
+    return path if path.is_file() else None
+
+
+def _find_qat(model: str | Path, tgt: Target, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The student's trained quantization scales, for an INT8 export of a QAT run directory."""
+    if tgt.precision != "int8" or str(model).endswith(".onnx"):
+        return None
+    from edgedistill.exporter.qat_export import find_qat
+
+    qat = find_qat(model)
+    if qat is not None:
+        log(f"quantization-aware student: {len(qat['scales'])} trained activation scales from {qat['path']}")
+    return qat
 
 
 def _io_layers(onnx_path: Path) -> list[str]:

@@ -1,5 +1,8 @@
 """The quality gate: an exported generator must still make the teacher's images.
 
+A classifier (2-D logits out) is gated on top-1 agreement with fp32 instead (percent of held-out
+inputs whose argmax is unchanged, `Quality.score`), with the logits' max error recorded beside it.
+
 After compiling, the artifact and the fp32 model run on held-out inputs from the calibration
 source; PSNR/SSIM/max error go into the manifest. Below `min_psnr` the most harmful layers (ranked
 by measured sensitivity) are kept at higher precision, a few more at a time, until the gate holds.
@@ -29,9 +32,23 @@ class Quality:
     ssim_vs_fp32: float
     max_abs_err: float
     samples: int
+    agreement: float | None = None  # classifiers: fraction of inputs whose top-1 matches fp32
+
+    @property
+    def score(self) -> float:
+        """What the gate compares with its threshold: PSNR (dB), or a classifier's top-1 agreement (%)."""
+        return 100.0 * self.agreement if self.agreement is not None else self.psnr_vs_fp32
 
     def to_dict(self) -> dict[str, float]:
-        return {k: round(v, 5) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        d = {k: round(v, 5) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        if self.agreement is None:
+            d.pop("agreement")
+        return d
+
+    def describe(self) -> str:
+        if self.agreement is not None:
+            return f"top-1 agreement {100 * self.agreement:.2f} %, logits max |err| {self.max_abs_err:.3g}"
+        return f"PSNR {self.psnr_vs_fp32:.2f} dB, SSIM {self.ssim_vs_fp32:.4f}"
 
 
 @dataclass
@@ -63,22 +80,30 @@ def reference_outputs(runner: Runner, holdout: CalibrationSet) -> list[np.ndarra
 def measure_quality(
     runner: Runner, holdout: CalibrationSet, reference: list[np.ndarray], output_range: Sequence[float]
 ) -> Quality:
-    """PSNR/SSIM (mean over samples, images mapped to [0, 1]) and max abs error vs the fp32 outputs."""
+    """PSNR/SSIM (mean over samples, images mapped to [0, 1]) and max abs error vs the fp32 outputs;
+    for logits (N, classes), also the top-1 agreement."""
     name = runner.output_names[0]
-    psnrs, ssims, errs = [], [], []
+    psnrs, ssims, errs, agree = [], [], [], []
     for sample, ref in zip(holdout.samples(1), reference, strict=True):
         out = runner.run(sample)[name]
         if out.shape != ref.shape:
             raise EdgeDistillError(f"the compiled model returns {out.shape} where fp32 returns {ref.shape}")
+        errs.append(max_abs_err(out, ref))
+        if out.ndim == 2:  # a classifier's logits
+            agree.extend((out.argmax(1) == ref.argmax(1)).tolist())
+            psnrs.append(
+                psnr(out[:, :, None, None], ref[:, :, None, None], max(float(np.ptp(ref)), 1e-6))
+            )  # logits' span
+            continue
         a, b = to_unit(out, output_range), to_unit(ref, output_range)
         psnrs.append(psnr(a, b, 1.0))
         ssims.append(ssim(a, b, 1.0) if min(a.shape[-2:]) >= 11 else float("nan"))
-        errs.append(max_abs_err(out, ref))
     return Quality(
         float(np.mean(psnrs)),
         float(np.nanmean(ssims)) if ssims else float("nan"),
         float(max(errs)),
         len(psnrs),
+        float(np.mean(agree)) if agree else None,
     )
 
 
@@ -101,8 +126,8 @@ def run_gate(
     """
     result, out_dir = compile_into((), "plain")
     quality = measure_quality(load(result, out_dir), holdout, reference, output_range)
-    log(f"quality vs fp32: PSNR {quality.psnr_vs_fp32:.2f} dB, SSIM {quality.ssim_vs_fp32:.4f}")
-    best = GateOutcome(result, out_dir, quality, min_psnr is None or quality.psnr_vs_fp32 >= min_psnr)
+    log(f"quality vs fp32: {quality.describe()}")
+    best = GateOutcome(result, out_dir, quality, min_psnr is None or quality.score >= min_psnr)
     best.attempts.append(Attempt([], quality, result, out_dir))
     if best.passed or rank is None:
         return best
@@ -114,10 +139,10 @@ def run_gate(
         result, out_dir = compile_into(keep, f"keep{len(keep)}")
         q = measure_quality(load(result, out_dir), holdout, reference, output_range)
         best.attempts.append(Attempt(list(keep), q, result, out_dir))
-        log(f"kept {len(keep)} layer(s) at higher precision: PSNR {q.psnr_vs_fp32:.2f} dB")
-        if q.psnr_vs_fp32 > best.quality.psnr_vs_fp32:
+        log(f"kept {len(keep)} layer(s) at higher precision: {q.describe()}")
+        if q.score > best.quality.score:
             best.result, best.out_dir, best.quality = result, out_dir, q
-        if q.psnr_vs_fp32 >= min_psnr:  # type: ignore[operator]
+        if q.score >= min_psnr:  # type: ignore[operator]
             best.passed = True
             break
         if len(keep) == len(names):

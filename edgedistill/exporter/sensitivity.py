@@ -68,8 +68,11 @@ def rank_layers(
     feeds = list(holdout.samples(1))
     fp32_session = _session(fp32_onnx, threads)
     reference = [fp32_session.run(None, f)[0] for f in feeds]
-    lo, hi = output_range or _output_range(fp32_onnx) or _data_range(reference)
-    ref01 = [to_unit(r, (lo, hi)) for r in reference]
+    if reference[0].ndim == 2:  # a classifier's logits: no fixed range, scored over their own span
+        lo, hi = _data_range(reference)
+    else:
+        lo, hi = output_range or _output_range(fp32_onnx) or _data_range(reference)
+    ref01 = [_as_image(to_unit(r, (lo, hi))) for r in reference]
     results = []
     what = "ranking layers (one in int8 at a time)"
     with (
@@ -87,7 +90,9 @@ def rank_layers(
             sess = _session(path, threads)
             outs = [sess.run(None, f)[0] for f in feeds]
             alone = float(
-                np.mean([psnr(to_unit(o, (lo, hi)), r, 1.0) for o, r in zip(outs, ref01, strict=True)])
+                np.mean(
+                    [psnr(_as_image(to_unit(o, (lo, hi))), r, 1.0) for o, r in zip(outs, ref01, strict=True)]
+                )
             )
             err = max(max_abs_err(o, r) for o, r in zip(outs, reference, strict=True))
             results.append(LayerSensitivity(name, op_types[name], round(alone, 4), err))
@@ -187,6 +192,11 @@ def _output_range(path: Path) -> tuple[float, float] | None:
         return None
     lo, hi = spec["output_range"]
     return float(lo), float(hi)
+
+
+def _as_image(a: np.ndarray) -> np.ndarray:
+    """Logits (N, classes) as (N, classes, 1, 1), so PSNR measures a classifier's output error too."""
+    return a[:, :, None, None] if a.ndim == 2 else a
 
 
 def _data_range(outputs: list[np.ndarray]) -> tuple[float, float]:

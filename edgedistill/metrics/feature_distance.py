@@ -198,8 +198,21 @@ def feature_distance(
     """
     _check_images(real, "real images")
     _check_images(fake, "fake images")
+    return distance_from_features(
+        net.name, embed_all(net, real, batch_size), embed_all(net, fake, batch_size), kid_subset
+    )
+
+
+def embed_all(net: FeatureNet, images: Tensor, batch_size: int = 64) -> Tensor:
+    """(N, dim) float64 features of `images`, embedded `batch_size` at a time (bounded memory)."""
+    return torch.cat([net.embed(batch).cpu() for batch in images.split(batch_size)])
+
+
+def distance_from_features(name: str, real: Tensor, fake: Tensor, kid_subset: int = 100) -> dict:
+    """FID and KID from features embedded once (a caller scoring several sets against one
+    reference, or bootstrapping, embeds each set only once)."""
     subset = min(kid_subset, len(real), len(fake))
-    feature = _PassThrough(net.dim)
+    feature = _PassThrough(real.shape[1])
     # rank 0 scores alone under DDP: never wait for the other ranks
     fid = FrechetInceptionDistance(feature=feature, normalize=True, sync_on_compute=False)
     with warnings.catch_warnings():
@@ -207,11 +220,9 @@ def feature_distance(
         kid = KernelInceptionDistance(
             feature=feature, subset_size=subset, normalize=True, sync_on_compute=False
         )
-    for images, is_real in ((real, True), (fake, False)):
-        for batch in images.split(batch_size):
-            feats = net.embed(batch).cpu()
-            fid.update(feats, real=is_real)
-            kid.update(feats, real=is_real)
+    for feats, is_real in ((real, True), (fake, False)):
+        fid.update(feats, real=is_real)
+        kid.update(feats, real=is_real)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         kid_mean, kid_std = kid.compute()
@@ -219,7 +230,7 @@ def feature_distance(
         "fid": float(fid.compute()),
         "kid": float(kid_mean),
         "kid_std": float(kid_std),
-        "net": net.name,
+        "net": name,
         "n_real": len(real),
         "n_fake": len(fake),
         "kid_subset": subset,

@@ -1,7 +1,9 @@
 """DCGAN generator and discriminator as in the PyTorch examples (`main.0.weight`, ...).
 
 64 px is the example's net; 32 px drops the first (widest) stage, the usual CIFAR/MNIST variant.
-The generator eats z of shape (N, nz, 1, 1).
+The generator eats z of shape (N, nz, 1, 1). A searched student sets per-stage `widths` and the
+upsampling op of the stride-2 stages (`models/ops.py`, at the index of the op it replaces, so the
+defaults keep the reference keys).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgedistill.models.ops import check_widths, upsample_2x
 from edgedistill.models.registry import register
 
 # channel multipliers of ngf per transposed-conv stage, outermost first
@@ -20,24 +23,37 @@ _G_STAGES = {64: (8, 4, 2, 1), 32: (4, 2, 1)}
 
 @register("dcgan")
 class DCGANGenerator(nn.Module):
-    def __init__(self, nz: int = 100, ngf: int = 64, nc: int = 3, image_size: int = 64) -> None:
+    def __init__(
+        self,
+        nz: int = 100,
+        ngf: int = 64,
+        nc: int = 3,
+        image_size: int = 64,
+        widths: list[int] | None = None,
+        upsample: str = "convtranspose",
+    ) -> None:
         super().__init__()
         if image_size not in _G_STAGES:
             raise ValueError(f"image_size must be one of {sorted(_G_STAGES)}, got {image_size}")
         mults = _G_STAGES[image_size]
-        layers: list[nn.Module] = []
-        c_in = nz
-        for i, m in enumerate(mults):
-            stride, pad = (1, 0) if i == 0 else (2, 1)
+        w = check_widths(widths, len(mults), "each stage's output, the 4x4 one first") or [
+            ngf * m for m in mults
+        ]
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(nz, w[0], 4, 1, 0, bias=False),
+            nn.BatchNorm2d(w[0]),
+            nn.ReLU(True),
+        ]
+        for c_in, c_out in itertools.pairwise(w):
             layers += [
-                nn.ConvTranspose2d(c_in, ngf * m, 4, stride, pad, bias=False),
-                nn.BatchNorm2d(ngf * m),
+                upsample_2x(upsample, c_in, c_out, False, kernel=4),
+                nn.BatchNorm2d(c_out),
                 nn.ReLU(True),
             ]
-            c_in = ngf * m
-        layers += [nn.ConvTranspose2d(c_in, nc, 4, 2, 1, bias=False), nn.Tanh()]
+        layers += [upsample_2x(upsample, w[-1], nc, False, kernel=4), nn.Tanh()]
         self.main = nn.Sequential(*layers)
         self.nz = nz
+        self.widths = w
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.main(z)

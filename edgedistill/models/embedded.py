@@ -17,6 +17,8 @@ from edgedistill.models.weights import read_safetensors
 EMBEDDED_DIR = Path(__file__).parent / "embedded"
 # (description, weights) of a teacher's feature net, in order of preference.
 FEATURE_NET_FILES = (("features.json", "features.safetensors"), ("classifier.json", "classifier.safetensors"))
+# The teacher's own weights: a generator's, or (model.safetensors) a classifier's for data-free distillation.
+WEIGHT_FILES = ("generator.safetensors", "model.safetensors")
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,9 @@ class EmbeddedTeacher:
     def generator(self) -> nn.Module:
         spec = self.spec
         net = create(spec.family, **spec.kwargs)
-        net.load_state_dict(read_safetensors(self.path / "generator.safetensors"))
+        net.load_state_dict(
+            read_safetensors(next(self.path / w for w in WEIGHT_FILES if (self.path / w).exists()))
+        )
         return net.eval()
 
     def discriminator(self) -> nn.Module | None:
@@ -72,5 +76,5 @@ def embedded_teachers() -> dict[str, EmbeddedTeacher]:
     return {
         p.name: EmbeddedTeacher(p.name, p)
         for p in sorted(EMBEDDED_DIR.iterdir())
-        if (p / "model.json").exists() and (p / "generator.safetensors").exists()
+        if (p / "model.json").exists() and any((p / w).exists() for w in WEIGHT_FILES)
     }

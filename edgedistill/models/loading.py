@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from edgedistill.core.errors import EdgeDistillError
-from edgedistill.core.spec import GeneratorSpec, TensorSpec, scaled_dim, spec_for_family
+from edgedistill.core.spec import CLASSIFIER_FAMILIES, GeneratorSpec, TensorSpec, scaled_dim, spec_for_family
 from edgedistill.models.checkpoint import file_sha256, is_torchscript, read_state_dict, require_file
 from edgedistill.models.embedded import embedded_teachers
 from edgedistill.models.modes import eval_mode
@@ -94,22 +94,24 @@ def _from_family(
     spec: GeneratorSpec | None,
     state: dict[str, torch.Tensor] | None = None,
 ) -> LoadedGenerator:
-    if family not in GENERATOR_FAMILIES:
+    if family not in GENERATOR_FAMILIES + CLASSIFIER_FAMILIES:
         raise EdgeDistillError(
             f"'{family}' is not a generator family: use one of {', '.join(GENERATOR_FAMILIES)}"
         )
     state = read_state_dict(path) if state is None else state
     cls = family_class(family)
     inferred: dict[str, Any] = {}
-    if cls.matches(state):  # type: ignore[attr-defined]
+    if hasattr(cls, "matches") and cls.matches(state):  # classifiers: kwargs from --arg or model.json
         try:
             inferred = cls.infer_kwargs(state)  # type: ignore[attr-defined]
         except (KeyError, ValueError, IndexError):
             inferred = {}
+    sidecar = _sidecar_spec(path)
+    if family in CLASSIFIER_FAMILIES and sidecar is not None and sidecar.family == family:
+        inferred = dict(sidecar.kwargs)  # a classifier's width is not read off its keys: its model.json says
     full = {**inferred, **kwargs}
     net = create(family, **full)
     load_state_checked(net, state, path, f"{family}({_kw(full)})")
-    sidecar = _sidecar_spec(path)
     spec = spec or sidecar or spec_for_family(family, full)
     spec.provenance.setdefault("source", str(path))
     spec.provenance.setdefault("sha256", file_sha256(path))

@@ -53,4 +53,4 @@ def create(family: str, **kwargs: Any) -> nn.Module:
 
 def _ensure_loaded() -> None:
     # Importing the family modules registers them; done lazily so the package imports without torch.
-    from edgedistill.models import classifier, dcgan, feature_nets, patchgan, resnet, unet  # noqa: F401
+    from edgedistill.models import classifier, classifiers, dcgan, feature_nets, patchgan, resnet, unet  # noqa: F401

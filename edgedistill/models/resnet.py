@@ -4,6 +4,10 @@ Layer order (and so `state_dict` keys: `model.1.weight`, `model.10.conv_block.1.
 follows the widely used pytorch-CycleGAN-and-pix2pix checkpoints, so a `latest_net_G.pth` loads
 unchanged: c7s1-ngf, two stride-2 downsamplings, n residual blocks at 4*ngf, two transposed-conv
 upsamplings, c7s1-out, tanh.
+
+A searched student sets per-stage `widths` (stem, each downsampling, the trunk, each upsampling), the
+upsampling op, the stem/head kernel and the residual conv type; each replaced op sits at the index of
+the one it replaces (`models/ops.py`), so the defaults keep the reference layout and keys exactly.
 """
 
 from __future__ import annotations
@@ -15,20 +19,25 @@ import torch
 from torch import nn
 
 from edgedistill.models.norms import conv_bias, infer_norm, norm_layer
+from edgedistill.models.ops import KERNELS, check_widths, conv, upsample_2x
 from edgedistill.models.registry import register
 
 N_DOWN = 2
+FIRST_BLOCK = 4 + 3 * N_DOWN  # index of the first residual block in `model`
 
 
 class ResnetBlock(nn.Module):
     """pad-conv-norm-relu-(dropout)-pad-conv-norm with an identity skip."""
 
-    def __init__(self, dim: int, norm: str, dropout: bool, padding: str = "reflect") -> None:
+    def __init__(
+        self, dim: int, norm: str, dropout: bool, padding: str = "reflect", block: str = "plain"
+    ) -> None:
         super().__init__()
         bias = conv_bias(norm)
+        pad = 0 if padding != "zero" else 1
         layers: list[nn.Module] = [
             *_pad(padding),
-            nn.Conv2d(dim, dim, 3, padding=0 if padding != "zero" else 1, bias=bias),
+            conv(block, dim, dim, 3, padding=pad, bias=bias),
             norm_layer(norm, dim),
             nn.ReLU(True),
         ]
@@ -36,7 +45,7 @@ class ResnetBlock(nn.Module):
             layers.append(nn.Dropout(0.5))
         layers += [
             *_pad(padding),
-            nn.Conv2d(dim, dim, 3, padding=0 if padding != "zero" else 1, bias=bias),
+            conv(block, dim, dim, 3, padding=pad, bias=bias),
             norm_layer(norm, dim),
         ]
         self.conv_block = nn.Sequential(*layers)
@@ -68,33 +77,39 @@ class ResnetGenerator(nn.Module):
         norm: str = "instance",
         dropout: bool = False,
         padding: str = "reflect",
+        widths: list[int] | None = None,
+        upsample: str = "convtranspose",
+        kernel: int = 7,
+        block: str = "plain",
     ) -> None:
         super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {kernel}")
+        w = check_widths(widths, 2 * N_DOWN + 1, "stem, downsamplings, trunk, upsamplings")
+        w = w or [ngf * 2**i for i in range(N_DOWN + 1)] + [
+            ngf * 2 ** (N_DOWN - 1 - i) for i in range(N_DOWN)
+        ]
         bias = conv_bias(norm)
         layers: list[nn.Module] = [
-            nn.ReflectionPad2d(3),
-            nn.Conv2d(input_nc, ngf, 7, bias=bias),
-            norm_layer(norm, ngf),
+            nn.ReflectionPad2d(kernel // 2),
+            nn.Conv2d(input_nc, w[0], kernel, bias=bias),
+            norm_layer(norm, w[0]),
             nn.ReLU(True),
         ]
         for i in range(N_DOWN):
-            c = ngf * 2**i
             layers += [
-                nn.Conv2d(c, 2 * c, 3, stride=2, padding=1, bias=bias),
-                norm_layer(norm, 2 * c),
+                nn.Conv2d(w[i], w[i + 1], 3, stride=2, padding=1, bias=bias),
+                norm_layer(norm, w[i + 1]),
                 nn.ReLU(True),
             ]
-        dim = ngf * 2**N_DOWN
-        layers += [ResnetBlock(dim, norm, dropout, padding) for _ in range(n_blocks)]
+        dim = w[N_DOWN]
+        layers += [ResnetBlock(dim, norm, dropout, padding, block) for _ in range(n_blocks)]
         for i in range(N_DOWN):
-            c = ngf * 2 ** (N_DOWN - i)
-            layers += [
-                nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
-                norm_layer(norm, c // 2),
-                nn.ReLU(True),
-            ]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7), nn.Tanh()]
+            c_in, c_out = w[N_DOWN + i], w[N_DOWN + i + 1]
+            layers += [upsample_2x(upsample, c_in, c_out, bias), norm_layer(norm, c_out), nn.ReLU(True)]
+        layers += [nn.ReflectionPad2d(kernel // 2), nn.Conv2d(w[-1], output_nc, kernel), nn.Tanh()]
         self.model = nn.Sequential(*layers)
+        self.widths = w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

@@ -31,6 +31,7 @@ from edgedistill.core.calibset import CalibrationSet
 from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.hashing import file_sha256
 from edgedistill.core.jsonfile import read_json
+from edgedistill.core.targets import QDQ_FORMS
 from edgedistill.onnxtools.checks import copy_metadata, load_onnx_checked
 
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -40,6 +41,12 @@ QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 ENTROPY_BINS, ENTROPY_QUANTIZED_BINS = 512, 128
 PERCENTILE_BINS = 2048
 _ORT_METHOD = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+# The QDQ forms a runtime executes in int8 (anything else runs as DQ -> fp32 -> Q):
+#   "u8s8"    uint8 activations, int8 symmetric weights: ORT's x86 CPU EP (QLinearConv, VNNI/AVX2 u8s8)
+#   "xnnpack" int8 activations (any zero point), int8 symmetric per-channel weights (zero point 0),
+#             ConvTranspose weights per tensor: XNNPACK's qs8/qc8 conv and its per-tensor
+#             QLinearConvTranspose (onnxruntime/core/providers/xnnpack); ARM/mobile targets use it
+#   "s8s8"    int8 activations with zero point 0 too: TensorRT (`symmetric_activations`)
 
 
 @dataclass
@@ -221,10 +228,12 @@ def quantize_qdq(
     per_channel: bool = True,
     symmetric_activations: bool = False,
     only: Sequence[str] | None = None,
+    form: str | None = None,
 ) -> Path:
     """Write a QDQ model: int8 weights (per output channel), uint8 activations or, with
-    `symmetric_activations`, int8 with zero point 0 (what TensorRT wants). Nodes in `exclude` stay
-    fp32; `only` quantizes just those nodes (the sensitivity ranking's one-layer-at-a-time)."""
+    `symmetric_activations`, int8 with zero point 0 (what TensorRT wants); `form` names one of
+    QDQ_FORMS instead ("xnnpack": what XNNPACK runs on ARM). Nodes in `exclude` stay fp32; `only`
+    quantizes just those nodes (the sensitivity ranking's one-layer-at-a-time)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
@@ -248,6 +257,7 @@ def quantize_qdq(
                 f"the calibration ranges name {len(missing)} tensor(s) {fp32_onnx.name} lacks "
                 f"(e.g. {missing[0]}): they were measured on another model; recalibrate"
             )
+        act_type, options = _form_options(form or ("s8s8" if symmetric_activations else "u8s8"), model)
         cache = tmp / "ranges.ort.json"
         data = {k: TensorData(lowest=_f32(lo), highest=_f32(hi)) for k, (lo, hi) in ranges.ranges.items()}
         save_tensors_data(TensorsData(method, data), cache)
@@ -260,13 +270,13 @@ def quantize_qdq(
                     calibration_data_reader=None,
                     quant_format=QuantFormat.QDQ,
                     per_channel=per_channel,
-                    activation_type=QuantType.QInt8 if symmetric_activations else QuantType.QUInt8,
+                    activation_type=QuantType.QInt8 if act_type == "int8" else QuantType.QUInt8,
                     weight_type=QuantType.QInt8,
                     nodes_to_exclude=list(exclude),
                     nodes_to_quantize=list(only) if only else None,
                     calibrate_method=method,
                     calibration_cache_path=str(cache),
-                    extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True},
+                    extra_options=options,
                 )
             except Exception as exc:
                 raise EdgeDistillError(
@@ -275,6 +285,27 @@ def quantize_qdq(
         qmodel = onnx.load_model(str(raw))
         copy_metadata(onnx.load_model(str(fp32_onnx), load_external_data=False), qmodel)
         return write_atomic(out, lambda p: onnx.save_model(qmodel, str(p)))
+
+
+def _form_options(form: str, model: Any) -> tuple[str, dict[str, Any]]:
+    """Activation type and ORT quantizer extra_options for a QDQ form (see QDQ_FORMS)."""
+    if form not in QDQ_FORMS:
+        raise EdgeDistillError(f"QDQ form must be one of {', '.join(QDQ_FORMS)}, not '{form}'")
+    if form == "u8s8":
+        return "uint8", {"ActivationSymmetric": False, "WeightSymmetric": True}
+    if form == "s8s8":
+        return "int8", {"ActivationSymmetric": True, "WeightSymmetric": True}
+    # xnnpack: XNNPACK's QLinearConvTranspose takes one weight scale: its weights per tensor.
+    inits = {t.name for t in model.graph.initializer}
+    per_tensor = {
+        n.input[1]: [{"symmetric": True}]
+        for n in model.graph.node
+        if n.op_type == "ConvTranspose" and len(n.input) > 1 and n.input[1] in inits
+    }
+    options: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
+    if per_tensor:
+        options["TensorQuantOverrides"] = per_tensor
+    return "int8", options
 
 
 def _reuse_preprocessed(fp32_onnx: Path, ranges: TensorRanges, tmp: Path) -> Path:

@@ -56,6 +56,11 @@ class CompressOptions:
     notes: list[str] = field(default_factory=list)  # choices made for the user, repeated in the report
     kwargs: dict[str, Any] = field(default_factory=dict)  # constructor args of a module:Class teacher
     weights: Path | None = None  # its weights
+    qat_steps: int | None = None  # None: QAT_STEPS when a target exports INT8 (distiller/qat.py), else 0
+    # a latency budget (ms on the first target) replaces --width: search -> distill the chosen architecture
+    latency_ms: float | None = None
+    host: str | None = None  # where the search measures its latency table (user@host[:port]); None: here
+    search_options: dict[str, Any] = field(default_factory=dict)  # edgedistill.search.api.search keywords
 
     @property
     def teacher_load(self) -> dict[str, Any]:
@@ -74,12 +79,21 @@ def compress(opts: CompressOptions, log: Callable[[str], None] = print) -> dict[
     from edgedistill.models.loading import load_generator
 
     spec = load_generator(opts.teacher, **opts.teacher_load).spec  # a bad teacher fails before anything
+    if spec.kind == "classifier":  # distilled through a generator, without data unless --data
+        from edgedistill.pipeline.compress_classifier import compress_classifier
+
+        return compress_classifier(opts, opts.distill_options.get("method", "dafl"), log)
     opts = replace(opts, student_norm=choose_student_norm(opts, spec, targets, log))
     preflight(opts, spec, targets, log)  # data, calibration and runtimes, before any training
     out = opts.out
     out.mkdir(parents=True, exist_ok=True)
     book = StageBook(out)
     timings: dict[str, float] = {}
+
+    if opts.latency_ms is not None:
+        t0 = time.perf_counter()
+        opts = _search_stage(opts, book, log)
+        timings["search_s"] = round(time.perf_counter() - t0, 1)
 
     t0 = time.perf_counter()
     student = _distill_stage(opts, book, log)
@@ -104,6 +118,8 @@ def compress(opts: CompressOptions, log: Callable[[str], None] = print) -> dict[
     timings["report_s"] = round(time.perf_counter() - t0, 1)
     report["timings"] = timings
     report["next"] = next_steps(opts, artifacts)
+    if opts.latency_ms is not None:
+        report["search"] = search_summary(opts, targets[0], report, log)
     write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
     return report
 
@@ -175,8 +191,21 @@ def _distill_config(opts: CompressOptions) -> DistillConfig:
     return DistillConfig(
         teacher=opts.teacher, out=str(opts.out / "student"), width=opts.width, steps=opts.steps, **build,
         data=str(opts.data) if opts.data else None, val_data=str(opts.val_data) if opts.val_data else None,
-        cache=opts.cache, threads=opts.threads, sample_every=max(opts.steps // 2, 1), **opts.distill_options,
+        cache=opts.cache, threads=opts.threads, sample_every=max(opts.steps // 2, 1),
+        **{"qat_steps": _qat_steps(opts), **opts.distill_options},
     )  # fmt: skip
+
+
+def _qat_steps(opts: CompressOptions) -> int:
+    """Quantization-aware distillation is on by default when any target exports INT8: a fifth of the
+    distillation steps, at most QAT_STEPS (a short fine-tune of a trained student)."""
+    if opts.qat_steps is not None:
+        return opts.qat_steps
+    from edgedistill.core.targets import get_target
+    from edgedistill.distiller.qat import QAT_STEPS
+
+    int8 = any(get_target(t, opts.precision).precision == "int8" for t in opts.targets)
+    return min(QAT_STEPS, max(opts.steps // 5, 1)) if int8 else 0
 
 
 def distill_fingerprint(opts: CompressOptions) -> str:
@@ -201,6 +230,69 @@ def export_fingerprint(opts: CompressOptions, target: str, student: Path) -> str
 
 
 # ------------------------------------------------------------------------------------------ stages
+def _search_stage(opts: CompressOptions, book: StageBook, log: Callable[[str], None]) -> CompressOptions:
+    """The architecture within --latency-ms on the first target (DIR/search/), handed to distill."""
+    from edgedistill.core.targets import get_target
+
+    tgt = get_target(opts.targets[0], opts.precision)
+    out = opts.out / "search"
+    options = {"target": tgt.name, "precision": tgt.precision, "latency_ms": opts.latency_ms, "host": opts.host,
+               "size": opts.size, "search": opts.search_options, "data": str(opts.data) if opts.data else None}  # fmt: skip
+    fp = fingerprint(
+        options, teacher_files(opts.teacher, str(opts.weights) if opts.weights else None), [opts.data]
+    )
+    if opts.force or not book.is_done("search", fp, [out / "arch.json", out / "search.json"]):
+        from edgedistill.search.api import search
+
+        book.forget("search")
+        log(f"search: {opts.teacher} within {opts.latency_ms} ms on {tgt.name} {tgt.precision}")
+        search(opts.teacher, opts.targets[0], opts.latency_ms, opts.host, out=out, precision=tgt.precision,
+               size=opts.size, data=opts.data, threads=opts.threads, log=lambda m: log(f"  {m}"),
+               **opts.search_options, **opts.teacher_load)  # fmt: skip
+        book.mark("search", fp)
+    else:
+        log(f"search: unchanged, skipped (architecture in {out / 'arch.json'})")
+    arch = json.loads((out / "arch.json").read_text())
+    return replace(opts, distill_options={**opts.distill_options, "arch": arch})
+
+
+def search_summary(
+    opts: CompressOptions, target: Any, report: dict[str, Any], log: Callable[[str], None]
+) -> dict:
+    """Budget, predicted and re-measured latency of the chosen student (the interleaved profile's p50
+    of its artifact for the searched target), appended to report.md."""
+    from edgedistill.search.space import describe
+
+    found = json.loads((opts.out / "search" / "search.json").read_text())
+    name = f"{target.name.removeprefix('x86-')} {target.precision}"
+    row = next((r for r in report["rows"] if r.get("model") == name), None)
+    measured = _float(row.get("p50 ms")) if row else None
+    chosen = found["chosen"]
+    summary = {
+        "target": target.name, "precision": target.precision, "budget_ms": opts.latency_ms,
+        "predicted_ms": chosen["predicted_ms"], "measured_ms": measured, "arch": chosen["arch"],
+        "within_10pct": None if measured is None else measured <= 1.1 * float(opts.latency_ms or 0),
+        "latency_source": found["latency_source"], "files": {k: str(opts.out / "search" / k) for k in
+                                                            ("search.json", "pareto.png", "arch.json")},
+    }  # fmt: skip
+    line = (f"Searched student ({describe(chosen['arch'])}): budget {opts.latency_ms} ms on {target.name} "
+            f"{target.precision}, predicted {chosen['predicted_ms']:.2f} ms, measured here "
+            f"{'–' if measured is None else f'{measured:.2f}'} ms (interleaved p50); "
+            "Pareto front: search/pareto.png")  # fmt: skip
+    md = opts.out / "report.md"
+    if md.exists():
+        write_text_atomic(md, md.read_text() + "\n" + line + "\n")
+    log(line)
+    return summary
+
+
+def _float(text: Any) -> float | None:
+    try:
+        return float(str(text).replace(",", ""))
+    except ValueError:
+        return None
+
+
 def _distill_stage(opts: CompressOptions, book: StageBook, log: Callable[[str], None]) -> Path:
     from edgedistill.distiller.api import distill
 
@@ -218,7 +310,12 @@ def _distill_stage(opts: CompressOptions, book: StageBook, log: Callable[[str], 
         resume = True
         log(f"distill: resuming the interrupted run in {run_dir}")
     book.forget("distill")
-    log(f"distill: {opts.teacher} -> width {opts.width}, {opts.steps} steps")
+    shape = (
+        f"architecture {opts.distill_options['arch']}"
+        if "arch" in opts.distill_options
+        else f"width {opts.width}"
+    )
+    log(f"distill: {opts.teacher} -> {shape}, {opts.steps} steps")
     distill(cfg, resume=resume)
     book.mark("distill", fp)
     m = json.loads((run_dir / "metrics.json").read_text())

@@ -104,7 +104,7 @@ def write_reports(
     )
     rows_desc = first + " | ".join(s.name for s in scored)
     md = [
-        f"# {opts.teacher} compressed (width {opts.width}, {opts.steps} steps)",
+        f"# {opts.teacher} compressed ({_student_shape(opts)}, {opts.steps} steps)",
         "",
         table,
         "",
@@ -158,3 +158,9 @@ def _human(n: float | None) -> str:
         if n >= div:
             return f"{n / div:.2f}{unit}"
     return str(int(n))
+
+
+def _student_shape(opts: Any) -> str:
+    """How the student was shaped: a searched or given architecture, else the uniform width."""
+    arch = opts.distill_options.get("arch")
+    return f"architecture {json.dumps(arch)}" if arch else f"width {opts.width}"

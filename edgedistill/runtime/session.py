@@ -219,6 +219,8 @@ def output_psnr(ref: _Live, other: _Live) -> float | None:
     a, b = ref.output, other.output
     if a is None or b is None or a.shape != b.shape or ref.source.spec is None or other.source.spec is None:
         return None
+    if a.ndim < 3:  # a classifier's logits are no picture: compress scores it by top-1 instead
+        return None
     return round(
         psnr(to_unit(a, ref.source.spec.output_range), to_unit(b, other.source.spec.output_range)), 3
     )

@@ -1,0 +1,100 @@
+"""Searched student vs the uniform-width student of the same latency, per CPU target and budget.
+
+    python benchmarks/search.py                         # 2 targets x 2 budgets, ~2-3 h on 2 idle cores
+    python benchmarks/search.py --targets x86-onnxruntime --steps 300   # one target, quicker
+
+For the embedded photo-restore teacher, per target (x86-onnxruntime, x86-openvino; INT8) and budget
+(--budget-ms, default: the uniform --width 0.22 student's INT8 latency predicted on that target, and half of it):
+1. `compress --latency-ms B`: search -> distill the chosen architecture -> export -> profile;
+2. the uniform student: the largest --width whose predicted latency fits B (the search's own ladder),
+   compressed with the same recipe and steps;
+3. one interleaved profile of both artifacts (speed ratios from one run), and each student's
+   PSNR/SSIM vs the teacher and feature distance from its distillation's held-out scores.
+Writes benchmarks/results/search.json and .md (the table for README) and search_pareto.png; prints the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from edgedistill.core.atomic import write_text_atomic
+from edgedistill.models.loading import load_generator
+from edgedistill.pipeline.compress import CompressOptions, compress
+from edgedistill.pipeline.report import latency_table
+from edgedistill.runtime.hostinfo import host_info
+from edgedistill.search import space as sp
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).parent / "results"
+SCRATCH = ROOT / "scratch" / "search" / "bench"
+KEYS = ("psnr_vs_teacher", "ssim_vs_teacher", "fid", "kid")
+
+
+def default_budget(teacher: str, target: str, size: tuple[int, int]) -> float:
+    from edgedistill.search.latency import predict_latency
+
+    spec = load_generator(teacher).spec
+    net = sp.build(spec, sp.uniform_arch(sp.space_for(spec), 0.22))
+    return round(predict_latency(net, spec, target, "int8", size), 2)
+
+
+def run_pair(args: argparse.Namespace, target: str, budget: float) -> dict:
+    base = SCRATCH / f"{target}-{budget:g}ms"
+    common = {"teacher": args.teacher, "targets": [target], "steps": args.steps, "precision": "int8",
+              "threads": args.threads, "min_psnr": None}  # fmt: skip
+    searched = compress(CompressOptions(**common, out=base / "searched", latency_ms=budget))
+    found = json.loads((base / "searched" / "search" / "search.json").read_text())
+    width = (found.get("uniform") or {}).get("uniform") or 0.22
+    uniform = compress(CompressOptions(**common, out=base / "uniform", width=width))
+    arts = {name: str(base / name / "exports" / f"{target}-int8") for name in ("searched", "uniform")}
+    size = tuple(load_generator(args.teacher).spec.default_size or (256, 256))
+    prof = latency_table({"teacher": args.teacher, **arts}, size, args.threads, args.profile_seconds)  # type: ignore[arg-type]
+    p50 = {m.name: m.stats.p50 for m in prof.models if m.stats}
+    return {
+        "target": target, "budget_ms": budget, "searched_arch": found["chosen"]["arch"], "uniform_width": width,
+        "predicted_ms": {"searched": found["chosen"]["predicted_ms"], "uniform": (found.get("uniform") or {}).get("predicted_ms")},
+        "measured_ms": {k: p50.get(k) for k in arts},
+        "searched": {k: searched["student_metrics"].get(k) for k in KEYS},
+        "uniform": {k: uniform["student_metrics"].get(k) for k in KEYS},
+        "pareto_png": str(base / "searched" / "search" / "pareto.png"),
+    }  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--teacher", default="photo-restore")
+    ap.add_argument("--targets", nargs="+", default=["x86-onnxruntime", "x86-openvino"])
+    ap.add_argument(
+        "--budget-ms", type=float, nargs="*", help="default: the 0.22 student's INT8 latency and half"
+    )
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--profile-seconds", type=float, default=6.0)
+    args = ap.parse_args()
+    rows = []
+    for target in args.targets:
+        budgets = args.budget_ms or [b := default_budget(args.teacher, target, (256, 256)), round(b / 2, 2)]
+        for budget in budgets:
+            rows.append(run_pair(args, target, budget))
+            print(json.dumps(rows[-1]), flush=True)
+    host = host_info(args.threads)
+    lines = [f"{host['cpu']} ({', '.join(host['isa'])}), {args.threads} threads, {args.steps} distillation steps", "",
+             "| target | budget ms | student | measured ms | PSNR vs T dB | SSIM | architecture |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        for who in ("searched", "uniform"):
+            arch = sp.describe(r["searched_arch"]) if who == "searched" else f"--width {r['uniform_width']}"
+            ms = r["measured_ms"].get(who)
+            lines.append(f"| {r['target']} | {r['budget_ms']:g} | {who} | {ms if ms is None else f'{ms:.2f}'} | "
+                         f"{r[who]['psnr_vs_teacher']} | {r[who]['ssim_vs_teacher']} | {arch} |")  # fmt: skip
+    print("\n".join(lines))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(
+        RESULTS / "search.json", json.dumps({"host": host, "args": vars(args), "rows": rows}, indent=2) + "\n"
+    )
+    write_text_atomic(RESULTS / "search.md", "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

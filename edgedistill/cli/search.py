@@ -1,0 +1,74 @@
+"""CLI verb of the search step: a student architecture chosen by the target's latency, not a guessed width."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this step's commands to `app`."""
+    app.command()(search)
+
+
+def search(
+    teacher: Annotated[
+        str, typer.Argument(help="embedded teacher name or a built-in family's run/checkpoint")
+    ],
+    target: Annotated[str, typer.Option("--target", "-t", help="target profile (name or .toml)")],
+    latency_ms: Annotated[float, typer.Option(help="latency budget per inference on the target, ms")],
+    host: Annotated[
+        str | None, typer.Option(help="measure the latency table on a device over SSH: user@host[:port]")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="where search.json, pareto.png and arch.json go")] = Path(
+        "search"
+    ),
+    precision: Annotated[str | None, typer.Option(help="fp32 | fp16 | int8 (default: the target's)")] = None,
+    size: Annotated[
+        tuple[int, int] | None, typer.Option(help="input H W (default: the target's, else the spec's)")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="image folder for the quality proxy (default: the teacher's set)")
+    ] = None,
+    samples: Annotated[int, typer.Option(help="architectures sampled (MACs only)")] = 60,
+    predict_max: Annotated[int, typer.Option(help="of them, how many get a latency prediction")] = 24,
+    kd_top: Annotated[int, typer.Option(help="candidates fine-tuned briefly for the final ranking")] = 4,
+    kd_steps: Annotated[int, typer.Option(help="KD steps per fine-tuned candidate")] = 30,
+    time_budget: Annotated[
+        float, typer.Option(help="seconds before the search settles on what it has")
+    ] = 600.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    threads: Annotated[int | None, typer.Option(help="torch and runtime threads")] = 2,
+) -> None:
+    """Search TEACHER's family for the student best by a quality proxy within --latency-ms on --target."""
+    from rich.table import Table
+
+    from edgedistill.cli.console import console
+    from edgedistill.search.api import search as run_search
+    from edgedistill.search.space import describe
+
+    result = run_search(
+        teacher, target, latency_ms, host, out=out, precision=precision, size=size, data=data, samples=samples,
+        predict_max=predict_max, kd_top=kd_top, kd_steps=kd_steps, time_budget_s=time_budget, seed=seed,
+        threads=threads, log=lambda m: console.print(m, highlight=False),
+    )  # fmt: skip
+    table = Table(title=f"Pareto front: {result.target} {result.precision}, budget {result.budget_ms:g} ms")
+    for col in ("predicted ms", "proxy PSNR dB", "GMACs", "architecture"):
+        table.add_column(col, justify="left" if col == "architecture" else "right")
+    for i in result.pareto:
+        c = result.candidates[i]
+        mark = " (chosen)" if c is result.chosen else ""
+        table.add_row(
+            f"{c.predicted_ms:.2f}", f"{c.quality:.2f}", f"{c.macs / 1e9:.3f}", describe(c.arch) + mark
+        )
+    console.print(table)
+    c = result.chosen
+    console.print(f"chosen: {describe(c.arch)}  predicted {c.predicted_ms:.2f} ms, proxy {c.quality:.2f} dB")
+    if result.uniform is not None:
+        u = result.uniform
+        console.print(
+            f"uniform --width {u.uniform}: predicted {u.predicted_ms:.2f} ms, proxy {u.quality:.2f} dB"
+        )
+    console.print(f"wrote {out}/search.json, {out}/pareto.png, {out}/arch.json ({result.latency_source})")

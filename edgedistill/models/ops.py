@@ -1,0 +1,95 @@
+"""Operator choices the searched students swap in, each one module at the index of the op it replaces.
+
+Keeping the replaced op's index keeps every other key of a family's `state_dict` where it was, so a
+student inherits the teacher's weights by key wherever the op did not change. Why these ops: int8
+runtimes run a resize + conv and a conv + PixelShuffle (DepthToSpace) quantized, while a
+ConvTranspose often runs fp32 between Q/DQ (see docs/search.md).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+UPSAMPLES = ("convtranspose", "nearest", "bilinear", "pixelshuffle")
+BLOCKS = ("plain", "dwsep")
+KERNELS = (3, 7)
+
+
+class ResizeConv(nn.Module):
+    """2x resize (nearest or bilinear) then a 3x3 conv: upsampling without a ConvTranspose."""
+
+    def __init__(self, cin: int, cout: int, mode: str, bias: bool) -> None:
+        super().__init__()
+        self.mode = mode
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "nearest":
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        else:
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.conv(x)
+
+
+class PixelShuffleUp(nn.Module):
+    """A 3x3 conv to 4x the channels, then PixelShuffle(2) (ONNX DepthToSpace)."""
+
+    def __init__(self, cin: int, cout: int, bias: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout * 4, 3, padding=1, bias=bias)
+        self.shuffle = nn.PixelShuffle(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shuffle(self.conv(x))
+
+
+class SepConv(nn.Module):
+    """Depthwise k x k conv then a pointwise 1x1 conv: ~k*k fewer MACs than a plain conv."""
+
+    def __init__(
+        self, cin: int, cout: int, k: int, stride: int = 1, padding: int = 0, bias: bool = True
+    ) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(cin, cin, k, stride=stride, padding=padding, groups=cin, bias=False)
+        self.pw = nn.Conv2d(cin, cout, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pw(self.dw(x))
+
+
+def upsample_2x(kind: str, cin: int, cout: int, bias: bool, kernel: int = 3, padding: int = 1) -> nn.Module:
+    """A 2x upsampling from `cin` to `cout` channels; "convtranspose" is the reference layer
+    (`kernel`/`padding` as the family has it, output_padding for odd kernels)."""
+    if kind == "convtranspose":
+        out_pad = 1 if kernel % 2 else 0
+        return nn.ConvTranspose2d(
+            cin, cout, kernel, stride=2, padding=padding, output_padding=out_pad, bias=bias
+        )
+    if kind in ("nearest", "bilinear"):
+        return ResizeConv(cin, cout, kind, bias)
+    if kind == "pixelshuffle":
+        return PixelShuffleUp(cin, cout, bias)
+    raise ValueError(f"upsample must be one of {', '.join(UPSAMPLES)}, got '{kind}'")
+
+
+def conv(
+    block: str, cin: int, cout: int, k: int, stride: int = 1, padding: int = 0, bias: bool = True
+) -> nn.Module:
+    """A plain conv, or its depthwise-separable form."""
+    if block == "plain":
+        return nn.Conv2d(cin, cout, k, stride=stride, padding=padding, bias=bias)
+    if block == "dwsep":
+        return SepConv(cin, cout, k, stride, padding, bias)
+    raise ValueError(f"block must be one of {', '.join(BLOCKS)}, got '{block}'")
+
+
+def check_widths(widths: list[int] | tuple[int, ...] | None, n: int, what: str) -> list[int] | None:
+    """Per-stage widths: `n` positive ints, or None for the family's own ngf multiples."""
+    if widths is None:
+        return None
+    out = [int(w) for w in widths]
+    if len(out) != n or min(out) < 1:
+        raise ValueError(f"widths must be {n} positive ints ({what}), got {list(widths)}")
+    return out

@@ -1,0 +1,285 @@
+"""`edgedistill.search(...)`: the student architecture that fits a latency budget on a target, best by the proxy.
+
+    OUT/search.json   every scored candidate (arch, MACs, predicted ms, proxy PSNR), the Pareto front,
+                      the chosen architecture and the uniform-width student nearest the budget
+    OUT/pareto.png    predicted latency vs proxy quality, the front and the budget line
+    OUT/arch.json     the chosen architecture (what `distill`/`compress` build the student from)
+
+Steps, cheapest first, each narrowing what the next one pays for:
+1. sample architectures from the space (search/space.py) and count their MACs (meta device, no memory);
+2. predict the latency of those whose MACs are near the budget with the target's block table
+   (search/latency.py: measured blocks, cached per target; a MACs-scaled estimate when no table can be built);
+3. score every one predicted within budget by the inherited-weights proxy (no training, BN re-estimated);
+4. short-KD the best few (search/proxy.py) and choose the best; the uniform-width student of the
+   largest width within budget is always scored alongside, as the baseline to beat.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgedistill.core.atomic import write_atomic, write_text_atomic
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.search import space as sp
+
+UNIFORM_LADDER = (0.1, 0.125, 0.15, 0.175, 0.2, 0.22, 0.25, 0.3, 0.35, 0.4, 0.5)
+
+
+@dataclass
+class Candidate:
+    arch: dict[str, Any]
+    macs: int
+    predicted_ms: float | None = None
+    proxy_inherited: float | None = None  # PSNR vs teacher, inherited weights, no training
+    proxy_psnr: float | None = None  # after the short KD
+    uniform: float | None = None  # the --width it equals, for the baseline
+    measured_ms: float | None = None
+
+    @property
+    def quality(self) -> float:
+        return self.proxy_psnr if self.proxy_psnr is not None else (self.proxy_inherited or float("-inf"))
+
+
+@dataclass
+class SearchResult:
+    teacher: str
+    target: str
+    precision: str
+    size: list[int] | None
+    budget_ms: float
+    latency_source: str
+    chosen: Candidate
+    uniform: Candidate | None
+    candidates: list[Candidate]
+    pareto: list[int]  # indices into candidates
+    wall_s: dict[str, float] = field(default_factory=dict)
+    out: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out"] = str(self.out) if self.out else None
+        return d
+
+
+def search(
+    teacher: str,
+    target: str,
+    latency_ms: float,
+    host: str | None = None,
+    *,
+    out: str | Path = "search",
+    precision: str | None = None,
+    size: tuple[int, int] | None = None,
+    data: str | Path | None = None,
+    samples: int = 60,
+    predict_max: int = 24,
+    kd_top: int = 4,
+    kd_steps: int = 30,
+    time_budget_s: float = 600.0,
+    seed: int = 0,
+    threads: int | None = 2,
+    latency_fn: Callable[[Any, Any], float] | None = None,
+    log: Callable[[str], None] = print,
+    **teacher_load: Any,
+) -> SearchResult:
+    """Search the teacher's family for the student best by the quality proxy within `latency_ms`.
+
+    `latency_fn(model, spec) -> ms` overrides the target's latency model (tests, what-ifs)."""
+    import torch
+
+    from edgedistill.core.targets import get_target
+    from edgedistill.data.sources import make_source
+    from edgedistill.models.loading import load_generator
+    from edgedistill.search import proxy
+
+    if not latency_ms > 0:
+        raise EdgeDistillError(f"--latency-ms must be > 0, got {latency_ms}")
+    if threads:
+        torch.set_num_threads(threads)
+    started = time.perf_counter()
+    tgt = get_target(target, precision)
+    loaded = load_generator(teacher, **teacher_load)
+    spec, t_net = loaded.spec, loaded.module.eval()
+    space = sp.space_for(spec)
+    hw = size or (tuple(tgt.input_size) if tgt.input_size else None) or tuple(spec.default_size or (256, 256))
+    hw = hw if spec.kind == "image" else None
+    rng = random.Random(seed)
+    wall: dict[str, float] = {}
+
+    # 1. sample + MACs
+    t0 = time.perf_counter()
+    cands: dict[str, Candidate] = {}
+    for w in UNIFORM_LADDER:
+        arch = sp.uniform_arch(space, w)
+        cands.setdefault(sp.arch_key(arch), Candidate(arch, sp.macs_of(spec, arch, hw), uniform=w))
+    sampled: set[str] = set()
+    for _ in range(samples * 20):  # a small space has fewer distinct architectures than asked for
+        if len(sampled) >= samples:
+            break
+        arch = sp.sample(space, rng)
+        key = sp.arch_key(arch)
+        sampled.add(key)
+        if key not in cands:
+            cands[key] = Candidate(arch, sp.macs_of(spec, arch, hw))
+    wall["sample_s"] = round(time.perf_counter() - t0, 1)
+    log(f"search: {len(cands)} architectures sampled, MACs counted in {wall['sample_s']} s")
+
+    # 2. latency of the uniform ladder anchors MACs to ms; then predict those near the budget
+    t0 = time.perf_counter()
+    predict, source_name = _latency_model(latency_fn, spec, tgt, hw, host, threads, log)
+    uniform = sorted((c for c in cands.values() if c.uniform is not None), key=lambda c: c.macs)
+    for c in uniform:
+        c.predicted_ms = predict(sp.build(spec, c.arch))
+        if c.predicted_ms > latency_ms:
+            break  # the ladder is monotone: the next widths are slower still
+    ms_per_mac = _ms_per_mac(uniform)
+    near = [c for c in cands.values() if c.predicted_ms is None and c.uniform is None]
+    near.sort(
+        key=lambda c: abs(c.macs * ms_per_mac - 0.9 * latency_ms)
+    )  # op swaps move ms per MAC, so a wide net
+    for c in near[:predict_max]:
+        if time.perf_counter() - started > time_budget_s * 0.5:
+            log("search: half the time budget spent on latency; scoring what is predicted")
+            break
+        c.predicted_ms = predict(sp.build(spec, c.arch))
+    wall["latency_s"] = round(time.perf_counter() - t0, 1)
+    fits = [c for c in cands.values() if c.predicted_ms is not None and c.predicted_ms <= latency_ms]
+    log(f"search: latency ({source_name}) predicted for "
+        f"{sum(c.predicted_ms is not None for c in cands.values())}, {len(fits)} within {latency_ms} ms")  # fmt: skip
+    if not fits:
+        fastest = min(
+            (c for c in cands.values() if c.predicted_ms is not None), key=lambda c: c.predicted_ms or 0
+        )
+        raise EdgeDistillError(
+            f"no candidate fits {latency_ms} ms on {tgt.name} {tgt.precision} (fastest sampled: "
+            f"{fastest.predicted_ms:.2f} ms, {sp.describe(fastest.arch)}); raise --latency-ms"
+        )
+
+    # 3. zero-cost proxy on every fit, 4. short KD on the best few + the uniform baseline
+    t0 = time.perf_counter()
+    src = make_source(teacher, spec, Path(data) if data else None, seed, 64 if spec.kind == "image" else 0)
+    pdata = proxy.proxy_data(t_net, spec, src, pool=64, val=8)
+    for c in fits:
+        c.proxy_inherited = proxy.score(t_net, spec, c.arch, pdata, steps=0).psnr_inherited
+    base = max((c for c in fits if c.uniform is not None), key=lambda c: c.uniform or 0, default=None)
+    ranked = sorted((c for c in fits if c.uniform is None), key=lambda c: -(c.proxy_inherited or 0))
+    for c in [*([base] if base else []), *ranked[:kd_top]]:
+        if time.perf_counter() - started > time_budget_s and c is not base:
+            log("search: time budget reached; choosing among the candidates scored so far")
+            break
+        c.proxy_psnr = proxy.score(t_net, spec, c.arch, pdata, steps=kd_steps, seed=seed).psnr
+        log(f"  {c.predicted_ms:7.2f} ms  {c.proxy_psnr:6.2f} dB  {sp.describe(c.arch)}")
+    wall["proxy_s"] = round(time.perf_counter() - t0, 1)
+
+    scored = [c for c in cands.values() if c.predicted_ms is not None]
+    chosen = max((c for c in fits if c.proxy_psnr is not None), key=lambda c: c.quality)
+    front = pareto_front(scored)
+    wall["total_s"] = round(time.perf_counter() - started, 1)
+    result = SearchResult(teacher, tgt.name, tgt.precision, list(hw) if hw else None, latency_ms, source_name,
+                          chosen, base, scored, front, wall, Path(out))  # fmt: skip
+    write_result(result)
+    return result
+
+
+def _latency_model(
+    latency_fn: Callable[[Any, Any], float] | None,
+    spec: Any,
+    tgt: Any,
+    hw: tuple[int, int] | None,
+    host: str | None,
+    threads: int | None,
+    log: Callable[[str], None],
+) -> tuple[Callable[[Any], float], str]:
+    """The target's measured-block latency model (search/latency.py)."""
+    if latency_fn is not None:
+        return (lambda m: float(latency_fn(m, spec))), "given"
+    from edgedistill.search.latency import predict_latency
+
+    def predict(model: Any) -> float:
+        ms = float(
+            predict_latency(model, spec, tgt, tgt.precision, hw, host, threads=threads, progress=False)
+        )
+        if not ms > 0:  # a table measured on a busy machine can fit a negative overhead
+            raise EdgeDistillError(
+                f"the latency table of {tgt.name} {tgt.precision} predicts {ms:.2f} ms: it was measured on a busy "
+                "machine; delete it (~/.cache/edgedistill/latency, or $EDGEDISTILL_CACHE) and search on an idle one"
+            )
+        return ms
+
+    where = host or "this host"
+    return predict, f"measured blocks, {tgt.name} {tgt.precision} on {where}"
+
+
+def _ms_per_mac(measured: list[Candidate]) -> float:
+    pts = [(c.macs, c.predicted_ms) for c in measured if c.predicted_ms]
+    if not pts:
+        raise EdgeDistillError("no latency predicted for the uniform students: check the target's runtime")
+    return sum(ms for _, ms in pts) / max(sum(m for m, _ in pts), 1)
+
+
+def pareto_front(cands: list[Candidate]) -> list[int]:
+    """Indices of the candidates no other beats on both latency (lower) and proxy quality (higher)."""
+    pts = [(i, c.predicted_ms, c.quality) for i, c in enumerate(cands) if c.predicted_ms is not None]
+    pts = [p for p in pts if p[2] != float("-inf")]
+    front = []
+    for i, ms, q in pts:
+        if not any((ms2 <= ms and q2 >= q) and (ms2 < ms or q2 > q) for _, ms2, q2 in pts):
+            front.append(i)
+    return sorted(front, key=lambda i: cands[i].predicted_ms or 0)
+
+
+def write_result(result: SearchResult) -> None:
+    out = Path(result.out or "search")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "search.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    write_text_atomic(out / "arch.json", json.dumps(result.chosen.arch, indent=2) + "\n")
+    plot_pareto(result, out / "pareto.png")
+
+
+def plot_pareto(result: SearchResult, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, pick, style in (
+        (
+            "inherited weights (no training)",
+            lambda c: c.proxy_psnr is None and c.proxy_inherited is not None,
+            "o",
+        ),
+        ("short KD", lambda c: c.proxy_psnr is not None and c.uniform is None, "s"),
+        ("uniform width", lambda c: c.uniform is not None and c.quality != float("-inf"), "^"),
+    ):
+        pts = [(c.predicted_ms, c.quality) for c in result.candidates if pick(c)]
+        if pts:
+            ax.scatter(*zip(*pts, strict=True), marker=style, label=label, alpha=0.7)
+    front = [result.candidates[i] for i in result.pareto]
+    if front:
+        ax.plot(
+            [c.predicted_ms for c in front], [c.quality for c in front], "k--", lw=1, label="Pareto front"
+        )
+    ax.axvline(result.budget_ms, color="r", lw=1, label=f"budget {result.budget_ms:g} ms")
+    ax.scatter(
+        [result.chosen.predicted_ms], [result.chosen.quality], s=160, facecolors="none", edgecolors="r"
+    )
+    ax.set_xlabel(f"predicted latency, ms ({result.target} {result.precision})")
+    ax.set_ylabel("proxy PSNR vs teacher, dB")
+    ax.set_title(f"search: {result.teacher}", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+
+    def save(tmp: Path) -> None:
+        fig.savefig(tmp, dpi=110, format="png")
+
+    try:
+        return write_atomic(path, save)
+    finally:
+        plt.close(fig)

@@ -1,0 +1,127 @@
+"""The search space of the built-in families: per-stage widths and operator choices, sampled and mutated.
+
+An architecture is a plain dict of the family's constructor kwargs (`distiller.student.ARCH_KEYS`),
+the same dict the student's spec records, so a found student loads without code. Widths are
+fractions of the teacher's stage widths rounded to multiples of 8 (int8 kernels pack channels by
+8 or 16; odd widths waste lanes), never above the teacher's.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.core.spec import GeneratorSpec
+from edgedistill.models.ops import UPSAMPLES
+from edgedistill.models.registry import create
+
+FRACTIONS = (0.125, 0.1875, 0.25, 0.3125, 0.375, 0.5)  # of each teacher stage's width
+ROUND = 8
+
+
+@dataclass
+class SearchSpace:
+    """The choices per arch key, for one teacher."""
+
+    family: str
+    teacher_kwargs: dict[str, Any]
+    teacher_widths: list[int]
+    choices: dict[str, list[Any]] = field(default_factory=dict)
+    fractions: tuple[float, ...] = FRACTIONS
+
+    def width_choices(self, stage: int) -> list[int]:
+        full = self.teacher_widths[stage]
+        return sorted({min(full, max(ROUND, round(full * f / ROUND) * ROUND)) for f in self.fractions})
+
+
+def space_for(spec: GeneratorSpec, fractions: tuple[float, ...] = FRACTIONS) -> SearchSpace:
+    """The space around a built-in teacher: its stage widths scaled, its ops or their int8-friendly swaps."""
+    family = spec.family
+    if family not in ("resnet", "unet", "dcgan"):
+        raise EdgeDistillError(
+            f"search needs a built-in family teacher (resnet, unet, dcgan), got {family or 'a custom module'}; "
+            "use distill --width for other modules"
+        )
+    kwargs = dict(spec.kwargs)
+    teacher = create(family, **kwargs)  # cheap: no forward, only to read its stage widths
+    choices: dict[str, list[Any]] = {"upsample": list(UPSAMPLES)}
+    if family in ("resnet", "unet"):
+        norm = kwargs.get("norm", "instance" if family == "resnet" else "batch")
+        choices["norm"] = sorted({norm, "batch"})
+        choices["block"] = ["plain", "dwsep"]
+    if family == "resnet":
+        n = int(kwargs.get("n_blocks", 9))
+        choices["n_blocks"] = list(range(max(1, n // 3), n + 1))
+        choices["kernel"] = [7, 3]
+    return SearchSpace(family, kwargs, list(teacher.widths), choices, fractions)
+
+
+def sample(space: SearchSpace, rng: random.Random) -> dict[str, Any]:
+    arch: dict[str, Any] = {
+        "widths": [rng.choice(space.width_choices(i)) for i in range(len(space.teacher_widths))]
+    }
+    for key, options in space.choices.items():
+        arch[key] = rng.choice(options)
+    return arch
+
+
+def mutate(space: SearchSpace, arch: dict[str, Any], rng: random.Random, p: float = 0.3) -> dict[str, Any]:
+    """Each choice redrawn with probability `p` (a width moves to a neighbouring choice)."""
+    out = copy.deepcopy(arch)
+    for i, w in enumerate(out["widths"]):
+        if rng.random() < p:
+            opts = space.width_choices(i)
+            j = min(range(len(opts)), key=lambda k: abs(opts[k] - w))
+            out["widths"][i] = opts[max(0, min(len(opts) - 1, j + rng.choice((-1, 1))))]
+    for key, options in space.choices.items():
+        if rng.random() < p:
+            out[key] = rng.choice(options)
+    return out
+
+
+def crossover(a: dict[str, Any], b: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    out = {k: copy.deepcopy(rng.choice((a[k], b[k]))) for k in a if k != "widths"}
+    out["widths"] = [rng.choice(pair) for pair in zip(a["widths"], b["widths"], strict=True)]
+    return out
+
+
+def uniform_arch(space: SearchSpace, width: float) -> dict[str, Any]:
+    """The `--width` student written as an architecture (the teacher's ops, ngf scaled)."""
+    ngf = max(1, round(int(space.teacher_kwargs.get("ngf", 64)) * width))
+    widths = create(space.family, **{**space.teacher_kwargs, "ngf": ngf}).widths
+    return {"widths": list(widths)}
+
+
+def arch_key(arch: dict[str, Any]) -> str:
+    return json.dumps(arch, sort_keys=True)
+
+
+def describe(arch: dict[str, Any]) -> str:
+    """One short line: widths and the ops that differ from the reference."""
+    parts = ["w=" + "-".join(map(str, arch.get("widths", [])))]
+    parts += [f"{k}={v}" for k, v in sorted(arch.items()) if k != "widths"]
+    return " ".join(parts)
+
+
+def build(spec: GeneratorSpec, arch: dict[str, Any], device: str = "cpu") -> torch.nn.Module:
+    """The candidate with fresh weights (on "meta" it allocates nothing: for counting MACs)."""
+    with torch.device(device):
+        return create(str(spec.family), **{**spec.kwargs, **arch})
+
+
+def macs_of(spec: GeneratorSpec, arch: dict[str, Any], size: tuple[int, int] | None = None) -> int:
+    """MACs of one forward at `size` (default the spec's), counted on the meta device: no memory, ~ms."""
+    from edgedistill.metrics.complexity import measure_complexity
+
+    net = build(spec, arch, "meta").eval()
+    hw = size or tuple(spec.default_size or (256, 256))
+    with torch.device("meta"):
+        inputs = spec.example_inputs(size=hw if spec.kind == "image" else None)
+        inputs = tuple(x.to("meta") for x in inputs)
+    return measure_complexity(net, inputs).macs

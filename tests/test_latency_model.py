@@ -1,0 +1,177 @@
+"""The latency model (search/latency.py) and INT8 deployability (search/deploy.py), on the real runtimes.
+
+Tiny models and short timing windows: what is checked is the machinery (blocks, cache, which kernels
+a runtime really runs), not a latency number.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from edgedistill.core.calibset import CalibrationSet
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.core.spec import spec_for_family
+from edgedistill.core.targets import get_target
+from edgedistill.models.registry import create
+from edgedistill.onnxtools.qdq import compute_ranges, quantize_qdq
+from edgedistill.search import block_timing, deploy, latency
+from edgedistill.search.block_timing import Kernel, summarize
+
+SIZE = (32, 32)
+
+
+def _tiny(n_blocks: int = 2, **kw):
+    kwargs = {"ngf": 4, "n_blocks": n_blocks, **kw}
+    spec = spec_for_family("resnet", kwargs, default_size=SIZE)
+    return create("resnet", **kwargs), spec
+
+
+def test_blocks_dedupe_and_group(tmp_path: Path) -> None:
+    model, spec = _tiny(n_blocks=3)
+    cut = latency.cut_model(model, spec, get_target("x86-onnxruntime", "int8"), SIZE, tmp_path)
+    descs = [b.desc for b in cut.blocks]
+    # stem, 2 downs, 3 x (2 trunk convs), 2 ups, head: one block per weighted op
+    assert len(cut.blocks) == 1 + 2 + 6 + 2 + 1, descs
+    keys = [b.key for b in cut.blocks]
+    assert len(set(keys[3:9])) == 2, "the residual blocks repeat: two distinct trunk blocks"
+    assert "Pad" in descs[0] and "kept fp32" in descs[0] and "kept fp32" in descs[-1]
+    assert any(d.startswith("ConvTranspose 3x3") for d in descs)
+    assert descs[4].endswith("+Add"), "the residual Add joins the second conv's block"
+
+
+def test_predict_measures_once_then_reads_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, spec = _tiny(n_blocks=1)
+    monkeypatch.setattr(latency, "BLOCK_CALLS", 3)
+    monkeypatch.setattr(latency, "BLOCK_SECONDS", 0.0)
+    first = latency.predict(
+        model, spec, "x86-onnxruntime", "fp32", SIZE, cache_dir=tmp_path, overhead=False, progress=False
+    )
+    tables = list(tmp_path.glob("x86-onnxruntime-fp32-*.json"))
+    assert len(tables) == 1 and first.ms > 0 and first.overhead_ms == 0
+    saved = json.loads(tables[0].read_text())
+    assert saved["meta"]["runtime"] and len(saved["blocks"]) == len(first.rows)
+
+    def no_timing(*_a, **_k):
+        raise AssertionError("a cached block was measured again")
+
+    monkeypatch.setattr(latency, "time_local", no_timing)
+    again = latency.predict(
+        model, spec, "x86-onnxruntime", "fp32", SIZE, cache_dir=tmp_path, overhead=False, progress=False
+    )
+    assert again.ms == pytest.approx(first.ms)
+
+
+def test_boundary_kernels_are_left_out() -> None:
+    ks = [
+        Kernel("x_QuantizeLinear", "QuantizeLinear", 1.0),
+        Kernel("conv_token_1", "QLinearConv", 2.0, "int8"),
+        Kernel("y_DequantizeLinear", "DequantizeLinear", 1.0),
+        Kernel("in/fq_output_0", "Subgraph", 0.5),
+        Kernel("conv_acdb_abcd_output/sink_port_0", "Reorder", 0.25),
+    ]
+    t = summarize(ks, ["x", "in"], ["y"])
+    assert t.ms == pytest.approx(2.0) and t.kernels == 1 and t.boundary_ms == pytest.approx(2.75)
+    assert block_timing.is_boundary(ks[0], ["x"], []) and not block_timing.is_boundary(ks[1], ["x"], ["y"])
+
+
+def test_convtranspose_falls_back_to_fp32_on_ort() -> None:
+    ops = deploy.ort_int8_ops("u8s8")  # read from ORT's optimized graph, not a hand list
+    assert ops["ConvTranspose"] == "fp32"
+    assert ops["Conv"] == "int8" and ops["ResizeConv"] == "int8" and ops["DepthToSpace"] == "int8"
+
+
+def _zoo_qdq(tmp_path: Path, form: str) -> Path:
+    deploy._write_op_zoo(tmp_path / "zoo.onnx")
+    x = np.random.default_rng(0).standard_normal((2, 8, 16, 16)).astype(np.float32)
+    ranges = compute_ranges(
+        tmp_path / "zoo.onnx", CalibrationSet({"x": x}), tmp_path / "w", threads=1, progress=False
+    )
+    return quantize_qdq(tmp_path / "zoo.onnx", tmp_path / f"zoo.{form}.onnx", ranges, form=form)
+
+
+def test_xnnpack_form_is_signed_with_zero_point_0_weights(tmp_path: Path) -> None:
+    q = onnx.load_model(str(_zoo_qdq(tmp_path, "xnnpack")))
+    inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
+    made = {o: n for n in q.graph.node for o in n.output}
+    for node in q.graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose"):
+            continue
+        act, wgt = made[node.input[0]], made[node.input[1]]
+        assert inits[act.input[2]].dtype == np.int8, f"{node.name}: activations must be signed"
+        w_zp, w_scale = inits[wgt.input[2]], inits[wgt.input[1]]
+        assert w_zp.dtype == np.int8 and not np.any(w_zp), f"{node.name}: weights symmetric, zero point 0"
+        if node.op_type == "Conv":
+            assert w_scale.size > 1, f"{node.name}: per-channel weights"
+        else:
+            assert w_scale.size == 1, "XNNPACK's QLinearConvTranspose is per tensor"
+    forms = deploy.xnnpack_conv_forms(tmp_path / "zoo.xnnpack.onnx")
+    assert forms and all(p.runs_as.startswith("XNNPACK q") for p in forms)
+    u8 = deploy.xnnpack_conv_forms(_zoo_qdq(tmp_path, "u8s8"))
+    assert all(p.runs_as == "CPU EP" for p in u8), "u8 activations + s8 weights: no XNNPACK kernel"
+    # without XNNPACK (the PyPI aarch64 wheel) ORT's ARM CPU EP still fuses the signed form
+    arm = deploy.ort_int8_ops("xnnpack", arm=True)
+    assert arm["Conv"] == "int8" and arm["ResizeConv"] == "int8"
+
+
+def test_arm_targets_quantize_for_xnnpack(tmp_path: Path) -> None:
+    assert get_target("arm64-mobile-ort").options.get("qdq_form") == "xnnpack"
+    assert get_target("x86-onnxruntime").options.get("qdq_form") is None
+    bad = tmp_path / "bad.toml"
+    bad.write_text('backend = "onnxruntime"\nprecision = "int8"\noptions = { qdq_form = "u4" }\n')
+    with pytest.raises(EdgeDistillError, match="qdq_form"):
+        get_target(bad)
+
+
+def test_overhead_fit_ignores_a_negative_slope() -> None:
+    assert latency.overhead_fit([10, 20, 30], [1.0, 2.0, 3.0]) == pytest.approx({"a": 0.0, "b": 0.1})
+    fit = latency.overhead_fit([10, 20, 30], [3.0, 2.0, 1.0])
+    assert fit["b"] == 0 and fit["a"] == pytest.approx(2.0)
+
+
+def test_int8_prediction_costs_convtranspose_as_fp32(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On ORT the int8 ConvTranspose block runs fp32 kernels (DQ -> fp32 -> Q): measured as such."""
+    model, spec = _tiny(n_blocks=1)
+    monkeypatch.setattr(latency, "BLOCK_CALLS", 3)
+    monkeypatch.setattr(latency, "BLOCK_SECONDS", 0.0)
+    pred = latency.predict(
+        model, spec, "x86-onnxruntime", "int8", SIZE, cache_dir=tmp_path, overhead=False, progress=False
+    )
+    by = {
+        r["block"].split(" ")[0] + (" kept" if "kept" in r["block"] else ""): r["precision"]
+        for r in pred.rows
+    }
+    assert by["ConvTranspose"] == "fp32" and by["Conv"] == "int8", pred.rows
+
+
+@pytest.mark.slow
+def test_blocks_measured_over_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--host: blocks are profiled on the device as `profile --host` runs (a local sshd here)."""
+    from test_profile_remote import _start_sshd, _stop
+
+    (tmp_path / "sshd").mkdir()
+    proc, reach = _start_sshd(tmp_path / "sshd", sftp=True)
+    try:
+        model, spec = _tiny(n_blocks=1)
+        monkeypatch.setattr(latency, "BLOCK_CALLS", 3)
+        ssh = {
+            "options": reach["ssh_options"],
+            "identity": reach["identity"],
+            "python": reach["remote_python"],
+        }
+        pred = latency.predict(
+            model, spec, "x86-onnxruntime", "fp32", SIZE, host=reach["host"], ssh=ssh,
+            cache_dir=tmp_path / "cache", overhead=False, progress=False,
+        )  # fmt: skip
+        assert pred.ms > 0 and len(pred.rows) >= 5
+        table = json.loads(Path(pred.table).read_text())
+        assert table["meta"]["host"] == reach["host"] and all(
+            b["kernels"] > 0 for b in table["blocks"].values()
+        )
+    finally:
+        _stop(proc)

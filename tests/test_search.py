@@ -1,0 +1,133 @@
+"""Search: the space's candidates, the proxy, and a whole search at tiny budgets (real torch, tiny teachers)."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.core.spec import spec_for_family
+from edgedistill.distiller.student import make_student_from_arch
+from edgedistill.models import create
+from edgedistill.search import space as sp
+
+
+def test_space_samples_buildable_archs_no_wider_than_the_teacher():
+    spec = spec_for_family("resnet", {"ngf": 16, "n_blocks": 4, "norm": "instance"}, default_size=(32, 32))
+    space = sp.space_for(spec)
+    assert space.teacher_widths == [16, 32, 64, 32, 16]
+    assert space.choices["norm"] == ["batch", "instance"] and space.choices["n_blocks"] == [1, 2, 3, 4]
+    rng = random.Random(0)
+    for _ in range(4):
+        arch = sp.mutate(space, sp.sample(space, rng), rng)
+        assert all(
+            8 <= w <= t and w % 8 == 0 for w, t in zip(arch["widths"], space.teacher_widths, strict=True)
+        )
+        net = sp.build(spec, arch)
+        assert net(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+        assert sp.macs_of(spec, arch) > 0
+    # the uniform student is the --width student: same MACs as ngf scaled
+    uni = sp.uniform_arch(space, 0.5)
+    from edgedistill.metrics.complexity import measure_complexity
+
+    want = measure_complexity(
+        create("resnet", ngf=8, n_blocks=4, norm="instance"), (torch.rand(1, 3, 32, 32),)
+    ).macs
+    assert sp.macs_of(spec, uni) == want
+
+
+def test_space_refuses_a_custom_module():
+    from edgedistill.core.spec import GeneratorSpec, TensorSpec
+
+    spec = GeneratorSpec(
+        kind="image",
+        inputs=[TensorSpec("x", ["N", 3, "H", "W"])],
+        outputs=[TensorSpec("y", ["N", 3, "H", "W"])],
+    )
+    with pytest.raises(EdgeDistillError, match="built-in family"):
+        sp.space_for(spec)
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    from edgedistill.search.api import Candidate, pareto_front
+
+    cands = [
+        Candidate({}, 1, predicted_ms=ms, proxy_psnr=q)
+        for ms, q in [(1, 20), (2, 25), (2, 24), (3, 24), (4, 30)]
+    ]
+    assert pareto_front(cands) == [0, 1, 4]
+
+
+def _macs_latency(model, spec):
+    """A deterministic latency model for the search logic: 1 ms per MFLOP-pair (no runtime timing)."""
+    return _macs(model, spec) / 1e6
+
+
+def _macs(model, spec):
+    from edgedistill.metrics.complexity import measure_complexity
+
+    return measure_complexity(model.eval(), spec.example_inputs()).macs
+
+
+def test_search_picks_a_candidate_within_budget_and_writes_its_front(tiny_generators, tmp_path):
+    from edgedistill.models.loading import load_generator
+    from edgedistill.search.api import search
+
+    teacher = tiny_generators["dcgan"]
+    loaded = load_generator(str(teacher))
+    space = sp.space_for(loaded.spec)
+    budget = _macs(sp.build(loaded.spec, sp.uniform_arch(space, 0.5)), loaded.spec) / 1e6 * 1.01
+    result = search(
+        str(teacher), "x86-onnxruntime", budget, out=tmp_path / "s", samples=6, predict_max=6, kd_top=2,
+        kd_steps=2, latency_fn=lambda m, s: _macs(m, s) / 1e6, log=lambda m: None,
+    )  # fmt: skip
+    assert result.chosen.predicted_ms <= budget and result.chosen.proxy_psnr is not None
+    assert (
+        result.uniform is not None and result.uniform.uniform == 0.5 and result.uniform.proxy_psnr is not None
+    )
+    saved = json.loads((tmp_path / "s" / "search.json").read_text())
+    assert (
+        saved["budget_ms"] == budget
+        and saved["pareto"]
+        and (tmp_path / "s" / "pareto.png").stat().st_size > 1000
+    )
+    arch = json.loads((tmp_path / "s" / "arch.json").read_text())
+    student, spec = make_student_from_arch(loaded.module, loaded.spec, arch)
+    assert student(*spec.example_inputs()).shape == (1, 1, 32, 32)
+    front = [result.candidates[i] for i in result.pareto]
+    for c in front:  # nothing scored is faster and better than a front point
+        assert not any(o.predicted_ms < c.predicted_ms and o.quality > c.quality for o in result.candidates)
+    with pytest.raises(EdgeDistillError, match="no candidate fits"):
+        search(str(teacher), "x86-onnxruntime", 1e-6, out=tmp_path / "t", samples=2, predict_max=2,
+               latency_fn=lambda m, s: _macs(m, s) / 1e6, log=lambda m: None)  # fmt: skip
+    with pytest.raises(EdgeDistillError, match="latency-ms must be > 0"):
+        search(str(teacher), "x86-onnxruntime", 0, out=tmp_path / "u")
+
+
+@pytest.mark.slow
+def test_compress_with_a_latency_budget_searches_then_distills_the_chosen_arch(tmp_path):
+    """Real latency model (ONNX Runtime int8 blocks timed here), real distill/export/profile."""
+    from edgedistill.models.loading import load_generator
+    from edgedistill.pipeline.compress import CompressOptions, compress
+    from edgedistill.search.latency import predict_latency
+
+    spec = load_generator("digits-dcgan").spec
+    uniform = sp.build(spec, sp.uniform_arch(sp.space_for(spec), 0.5))
+    budget = round(predict_latency(uniform, spec, "x86-onnxruntime", "int8", None, threads=1) * 1.05, 4)
+    opts = CompressOptions(
+        teacher="digits-dcgan", targets=["x86-onnxruntime"], out=tmp_path / "c", steps=20, cache=32, calib_size=16,
+        threads=1, profile_seconds=0.5, samples=4, min_psnr=None, qat_steps=0, latency_ms=budget,
+        search_options={"samples": 4, "predict_max": 4, "kd_top": 1, "kd_steps": 2},
+    )  # fmt: skip
+    report = compress(opts, log=lambda m: None)
+    found = report["search"]
+    assert (
+        found["budget_ms"] == budget and found["predicted_ms"] <= budget and found["measured_ms"] is not None
+    )
+    student_spec = json.loads((tmp_path / "c" / "student" / "model.json").read_text())
+    assert student_spec["kwargs"]["widths"] == found["arch"]["widths"]
+    assert "Searched student" in (tmp_path / "c" / "report.md").read_text()
+    again: list[str] = []
+    compress(opts, log=again.append)
+    assert any("search: unchanged, skipped" in m for m in again)
