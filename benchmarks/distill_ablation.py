@@ -5,11 +5,12 @@
     python benchmarks/distill_ablation.py --device cuda --jobs 8            # many runs at once on a GPU
 
 Variants (the defaults of `edgedistill distill` are the full recipe):
-  full             inherited init + pixel KD + feature KD + adversarial (teacher's D) + ground truth
+  full             inherited init + pixel KD + feature KD (noise kinds) + adversarial (teacher's D) + ground truth
                    (paired data) + D-feature matching + colour (cell-mean) KD + refreshed teacher cache
                    + best validated EMA
   no-inherit       the student starts from scratch instead of the teacher's strongest channels
   no-pixel, no-feature, no-adversarial, no-gt, no-dfeat, no-colour   that loss weight set to 0
+  with-feature     feature KD on (off by default for image generators)
   no-refresh       a fixed pool of cached teacher outputs (the recipe before #12)
   no-best          the last EMA weights instead of the best validated ones
   no-teacher       GAN + ground truth from scratch: the student trained as the teacher was
@@ -43,7 +44,8 @@ def variants(kind: str) -> dict[str, dict]:
         "full": {},
         "no-inherit": {"init": "scratch"},
         "no-pixel": {"lambda_pix": 0.0},
-        "no-feature": {"lambda_feat": 0.0},
+        # feature KD is off by default for image generators (measured): the variant turns it on there
+        **({"with-feature": {"lambda_feat": 1.0}} if image else {"no-feature": {"lambda_feat": 0.0}}),
         "no-adversarial": {"lambda_adv": 0.0},
         "no-refresh": {"cache_refresh": 0},
         "no-best": {"val_every": 0},

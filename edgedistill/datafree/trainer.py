@@ -28,7 +28,7 @@ from edgedistill.datafree.augment import shift_flip
 from edgedistill.datafree.config import DataFreeConfig
 from edgedistill.datafree.generator import SampleGenerator
 from edgedistill.distiller.ema import EMA
-from edgedistill.distiller.trainer import _stop_on_sigint
+from edgedistill.distiller.trainer import stop_on_sigint
 
 MAX_ROLLBACKS = 8
 
@@ -192,7 +192,7 @@ class DataFreeTrainer:
             TextColumn(f"[bold]{self.cfg.method}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[losses]}"), TimeRemainingColumn(),
         ]  # fmt: skip
-        with Progress(*columns, console=self.console) as progress, _stop_on_sigint() as stop:
+        with Progress(*columns, console=self.console) as progress, stop_on_sigint() as stop:
             task = progress.add_task("train", total=self.cfg.steps, completed=self.step, losses="")
             try:
                 self._loop(stop, progress, task)

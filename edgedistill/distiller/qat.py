@@ -21,11 +21,8 @@ import contextlib
 import json
 import math
 import shutil
-import signal
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +36,7 @@ from edgedistill.core.atomic import write_atomic, write_text_atomic
 from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.hashing import file_sha256
 from edgedistill.core.spec import GeneratorSpec
+from edgedistill.distiller.trainer import stop_on_sigint
 from edgedistill.onnxtools.qdq_trained import ACT_QMAX, ACT_QMIN, INPUT, Topology, topology
 
 QAT_FILE = "qat.json"
@@ -346,7 +344,7 @@ def run_qat(
         TextColumn("[bold]QAT"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
         TimeRemainingColumn(),
     ]  # fmt: skip
-    with Progress(*columns, console=console) as progress, _stop_on_sigint() as stop:
+    with Progress(*columns, console=console) as progress, stop_on_sigint() as stop:
         task = progress.add_task("qat", total=steps, completed=step, info="")
         while step < steps and not stop.is_set():
             t0 = time.perf_counter()
@@ -510,23 +508,3 @@ def read_qat(run_dir: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text())
-
-
-@contextlib.contextmanager
-def _stop_on_sigint() -> Iterator[threading.Event]:
-    """First Ctrl-C stops after the current step (a checkpoint is saved); a second one exits at once."""
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield stop
-    finally:
-        signal.signal(signal.SIGINT, previous)

@@ -317,7 +317,7 @@ class Trainer:
             TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[speed]}"), TimeRemainingColumn(),
         ]  # fmt: skip
         progress = Progress(*columns, console=self.console, disable=not self.main)
-        with progress, _stop_on_sigint() as stop:
+        with progress, stop_on_sigint() as stop:
             try:
                 self._loop(stop, progress)
                 if self.step < self.cfg.steps:  # stopped by the first Ctrl-C, between two steps
@@ -486,7 +486,7 @@ class Trainer:
 
 
 @contextlib.contextmanager
-def _stop_on_sigint() -> Iterator[threading.Event]:
+def stop_on_sigint() -> Iterator[threading.Event]:
     """First Ctrl-C asks the loop to stop after the current step; a second one raises
     KeyboardInterrupt wherever the step is, and the trainer then saves nothing."""
     stop = threading.Event()

@@ -275,7 +275,9 @@ def _compile_and_gate(
                 shared["ranges"] = compute_ranges(src.onnx, calib, work)  # type: ignore[arg-type]
         return shared["ranges"]
 
-    keep_io = tgt.precision == "int8" and tgt.options.get("keep_io_layers") and qat is None  # QAT trained them
+    keep_io = (
+        tgt.precision == "int8" and tgt.options.get("keep_io_layers") and qat is None
+    )  # QAT trained them
     base = _io_layers(src.onnx) if keep_io else []
     if base:
         log(f"target keeps its first and last layers at higher precision: {', '.join(base)}")

@@ -84,6 +84,11 @@ def compress(opts: CompressOptions, log: Callable[[str], None] = print) -> dict[
 
         return compress_classifier(opts, opts.distill_options.get("method", "dafl"), log)
     opts = replace(opts, student_norm=choose_student_norm(opts, spec, targets, log))
+    if opts.qat_steps is None and spec.family not in ("resnet", "unet", "dcgan") and _qat_steps(opts):
+        # a pruned module becomes a torch.export program, which QAT does not rewrite: PTQ + the gate
+        note = "no quantization-aware phase: the student of a module that is not a built-in family is pruned"
+        log(f"note: {note}")
+        opts = replace(opts, qat_steps=0, notes=[*opts.notes, note])
     preflight(opts, spec, targets, log)  # data, calibration and runtimes, before any training
     out = opts.out
     out.mkdir(parents=True, exist_ok=True)

@@ -104,7 +104,7 @@ def write_reports(
     )
     rows_desc = first + " | ".join(s.name for s in scored)
     md = [
-        f"# {opts.teacher} compressed ({_student_shape(opts)}, {opts.steps} steps)",
+        f"# {opts.teacher} compressed ({_student_shape(opts)}, {student_metrics.get('steps', opts.steps)} steps)",
         "",
         table,
         "",
