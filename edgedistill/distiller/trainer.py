@@ -44,6 +44,7 @@ from edgedistill.distiller.losses import (
     pixel_kd,
 )
 from edgedistill.distiller.teacher_cache import TeacherCache
+from edgedistill.distiller.validation import BestKeeper
 
 MAX_ROLLBACKS = 3
 PROBE_STEPS = 20  # steps timed before a time budget fixes the step count
@@ -111,10 +112,8 @@ class Trainer:
         )
         self.fixed = parts.source.heldout().rows(slice(0, 4))
         self.ckpt_path = run_dir / "checkpoints" / "last.pt"
-        self.best_path = run_dir / "checkpoints" / "best.pt"
+        self.best = BestKeeper(parts.teacher, parts.spec, parts.source, run_dir / "checkpoints" / "best.pt")
         self.val_every = max(cfg.steps // 10, 1) if cfg.val_every is None else cfg.val_every
-        self.best_score, self.best_step = -math.inf, 0
-        self._val: tuple[Batch, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -126,8 +125,8 @@ class Trainer:
             "lr_scale": self.lr_scale,
             "wall_s": self.wall_s,
             "planned_steps": self.cfg.steps,
-            "best_score": self.best_score,
-            "best_step": self.best_step,
+            "best_score": self.best.score,
+            "best_step": self.best.step,
             "identity": json.dumps(self.cfg.training_identity(), sort_keys=True),
         }
         if self.p.discriminator is not None and self.opt_d is not None:
@@ -143,7 +142,7 @@ class Trainer:
             self.p.discriminator.load_state_dict(state["discriminator"])
             self.opt_d.load_state_dict(state["opt_d"])
         self.step, self.lr_scale, self.wall_s = state["step"], state["lr_scale"], state["wall_s"]
-        self.best_score, self.best_step = state.get("best_score", -math.inf), state.get("best_step", 0)
+        self.best.score, self.best.step = state.get("best_score", -math.inf), state.get("best_step", 0)
         if self.cfg.time_budget_s and state.get("planned_steps") and self.step >= PROBE_STEPS:
             self.cfg = replace(self.cfg, steps=state["planned_steps"])  # the budget was fitted before
         self._set_lr()
@@ -336,44 +335,16 @@ class Trainer:
         self.restore_best()
 
     # ------------------------------------------------------------------------------ validation
-    @torch.no_grad()
     def validate(self) -> float:
-        """PSNR of the EMA student vs the teacher on the source's validation set (apart from the
-        held-out set the run is scored on); the best EMA weights so far are kept in best.pt."""
-        from edgedistill.core.quality import psnr
-
-        if self._val is None:
-            val = _validation(self.p.source)
-            self._val = (val, self._run_chunked(self.p.teacher, val))
-        val, y_t = self._val
-        spec = self.p.spec
-        score = psnr(spec.to_pixels(self._run_chunked(self.ema.model, val)), spec.to_pixels(y_t))
+        """Score the EMA student on the validation set (the best is kept: distiller/validation.py)."""
+        score = self.best.validate(self.ema.model, self.step)
         self._append_metrics({"step": self.step, "val_psnr_vs_teacher": round(score, 3)})
-        if score > self.best_score:
-            self.best_score, self.best_step = score, self.step
-            weights = {k: v.detach().clone() for k, v in self.ema.model.state_dict().items()}
-            write_atomic(
-                self.best_path, lambda p: torch.save({"step": self.step, "score": score, "ema": weights}, p)
-            )
         return score
 
-    def _run_chunked(self, net: nn.Module, batch: Batch, chunk: int = 32) -> torch.Tensor:
-        args = batch.args
-        return torch.cat(
-            [
-                net(*(a.to(self.device) for a in part)).cpu()
-                for part in zip(*(a.split(chunk) for a in args), strict=True)
-            ]
-        )
-
     def restore_best(self) -> None:
-        """The EMA student becomes the best validated one (GAN students oscillate: the last weights
-        are not the best ones, measured in benchmarks/distill_ablation.py)."""
-        if not self.main or not self.val_every or not self.best_path.exists():
-            return
-        state = torch.load(self.best_path, map_location=self.device, weights_only=True)
-        self.ema.model.load_state_dict(state["ema"])
-        self.best_step, self.best_score = state["step"], state["score"]
+        """The EMA student becomes the best validated one (GAN students oscillate)."""
+        if self.main and self.val_every:
+            self.best.restore(self.ema.model)
 
     def _loop(self, stop: threading.Event, progress: Progress) -> None:
         cfg = self.cfg
@@ -519,10 +490,3 @@ def _decay(step: int, steps: int) -> float:
 def refresh_count(cfg: DistillConfig) -> int:
     """Teacher-cache entries replaced per step: a quarter of a batch unless set (0: a fixed pool)."""
     return max(1, cfg.batch // 4) if cfg.cache_refresh is None else cfg.cache_refresh
-
-
-def _validation(source: DataSource) -> Batch:
-    """The source's validation set; a user's source without one validates on its first held-out rows."""
-    if hasattr(source, "validation"):
-        return source.validation()
-    return source.heldout().rows(slice(0, 64))
