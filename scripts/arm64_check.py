@@ -267,33 +267,10 @@ def _command() -> str:
 
 # ------------------------------------------------------------------------------- the artifacts
 def student_run(root: Path) -> Path:
-    """A tiny ResNet generator (ngf 8, 2 blocks, BatchNorm) whose output depends on its input.
+    """A tiny ResNet generator (ngf 8, 2 blocks, BatchNorm) whose output visibly depends on its input (models/probe.py)."""
+    from edgedistill.models.probe import probe_run
 
-    Default init fades the signal through eval BatchNorm to flat gray, which any wrong kernel would
-    also produce; a gain on the convs and non-default BatchNorm statistics keep it visible.
-    """
-    import torch
-
-    from edgedistill.core.spec import spec_for_family
-    from edgedistill.models import create
-    from edgedistill.models.weights import save_weights
-
-    kwargs = {"ngf": 8, "n_blocks": 2, "norm": "batch"}
-    with torch.random.fork_rng():
-        torch.manual_seed(1)
-        net = create("resnet", **kwargs).eval()
-        with torch.no_grad():
-            for m in net.modules():
-                if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
-                    m.weight.mul_(2.0)
-                elif isinstance(m, torch.nn.BatchNorm2d):
-                    m.running_mean.uniform_(-0.2, 0.2)
-                    m.running_var.uniform_(0.5, 1.5)
-    run = root / "student"
-    run.mkdir(parents=True, exist_ok=True)
-    save_weights(net, run / "generator.safetensors")
-    spec_for_family("resnet", kwargs, default_size=(SIZE, SIZE)).save(run / "model.json")
-    return run
+    return probe_run(root, SIZE, ngf=8, n_blocks=2, seed=1)
 
 
 def photo_crops(count: int, size: int, split: str, seed: int) -> np.ndarray:

@@ -226,33 +226,10 @@ def held_out_inputs(count: int = 4) -> np.ndarray:
 
 
 def student_run(root: Path) -> Path:
-    """A small ResNet generator (BatchNorm, ngf 16, 3 blocks) as a run directory; fixed seed.
+    """A small ResNet generator (BatchNorm, ngf 16, 3 blocks) whose output visibly depends on its input (models/probe.py)."""
+    from edgedistill.models.probe import probe_run
 
-    Default init fades the signal through eval BatchNorm to flat gray, which a wrong engine would
-    also produce; a gain on the convs and non-default BatchNorm statistics keep it visible.
-    """
-    import torch
-
-    from edgedistill.core.spec import spec_for_family
-    from edgedistill.models import create
-    from edgedistill.models.weights import save_weights
-
-    kwargs = {"ngf": 16, "n_blocks": 3, "norm": "batch"}
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        net = create("resnet", **kwargs).eval()
-        with torch.no_grad():
-            for m in net.modules():
-                if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
-                    m.weight.mul_(2.0)
-                elif isinstance(m, torch.nn.BatchNorm2d):
-                    m.running_mean.uniform_(-0.2, 0.2)
-                    m.running_var.uniform_(0.5, 1.5)
-    run = root / "student"
-    run.mkdir(parents=True, exist_ok=True)
-    save_weights(net, run / "generator.safetensors")
-    spec_for_family("resnet", kwargs, default_size=(SIZE, SIZE)).save(run / "model.json")
-    return run
+    return probe_run(root, SIZE, ngf=16, n_blocks=3, seed=0)
 
 
 def onnxruntime_outputs(art: Path, x: np.ndarray) -> np.ndarray:
