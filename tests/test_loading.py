@@ -207,6 +207,23 @@ def test_corrupt_files(tmp_path, small_resnet):
         load_generator(f"resnet:{bad_st}")
 
 
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_random_bytes_always_give_one_clear_error(tmp_path, suffix, recwarn):
+    """Random bytes reach the unpickler's internals (IndexError, KeyError, odd protocols): CI once drew
+    an IndexError from os.urandom. 300 seeded draws of three sizes must all end in EdgeDistillError."""
+    import random
+
+    from edgedistill.models.checkpoint import read_state_dict
+
+    for seed in range(300):
+        rng = random.Random(seed)
+        path = tmp_path / f"r{seed}{suffix}"
+        path.write_bytes(rng.randbytes(rng.choice([7, 300, 4096])))
+        with pytest.raises(EdgeDistillError, match="re-save"):
+            read_state_dict(path)
+    assert not [w for w in recwarn if "pickle protocol" in str(w.message)]  # no second line on stderr
+
+
 def test_unknown_layout_and_bad_module(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"fc.weight": torch.zeros(2, 2)}, path)

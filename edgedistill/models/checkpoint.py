@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 import pickletools
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -61,7 +62,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError) as exc:
             raise EdgeDistillError(f"{path} is not a readable safetensors file ({exc}); re-save it") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # damaged bytes read as an odd pickle protocol: the error says it once
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"(?:Unsupported global|GLOBAL)[:\s]+(?:GLOBAL\s+)?([\w.]+)", str(exc))
         code = found.group(1) if found else _code_global(path)
@@ -77,6 +80,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise EdgeDistillError(
             f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)}); re-save it"
+        ) from None
+    except Exception:  # noqa: BLE001 - random bytes reach the unpickler's internals (IndexError, KeyError, ...)
+        raise EdgeDistillError(
+            f"{path} is not a readable PyTorch checkpoint (damaged pickle data); re-save it"
         ) from None
     return unwrap_state_dict(obj, path)
 
