@@ -81,7 +81,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise EdgeDistillError(
             f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)}); re-save it"
         ) from None
-    except Exception:  # noqa: BLE001 - random bytes reach the unpickler's internals (IndexError, KeyError, ...)
+    except Exception:
         raise EdgeDistillError(
             f"{path} is not a readable PyTorch checkpoint (damaged pickle data); re-save it"
         ) from None
