@@ -156,7 +156,11 @@ def _copy_artifact(artifact: Path, dest: Path) -> Path:
 # --------------------------------------------------------------------------------- inspect: checkpoints
 def _damage(good: Path, how: str, dest: Path) -> Path:
     data = good.read_bytes()
-    body = {"truncated": data[: len(data) // 2], "corrupt": np.random.default_rng(7).bytes(4096), "empty": b""}[how]
+    body = {
+        "truncated": data[: len(data) // 2],
+        "corrupt": np.random.default_rng(7).bytes(4096),
+        "empty": b"",
+    }[how]
     dest.write_bytes(body)
     return dest
 

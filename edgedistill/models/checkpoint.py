@@ -62,7 +62,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError) as exc:
             raise EdgeDistillError(f"{path} is not a readable safetensors file ({exc}); re-save it") from None
     try:
-        with warnings.catch_warnings():  # damaged bytes read as an odd pickle protocol: the error says it once
+        with (
+            warnings.catch_warnings()
+        ):  # damaged bytes read as an odd pickle protocol: the error says it once
             warnings.simplefilter("ignore", UserWarning)
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
