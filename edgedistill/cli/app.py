@@ -150,6 +150,14 @@ def distill(
     val_every: Annotated[
         int | None, typer.Option(help="validate every N steps, keep the best (default steps/10; 0 = off)")
     ] = None,
+    colour_aug: Annotated[
+        str | None,
+        typer.Option(
+            help="none | permute | hue: random RGB order (hue: and a hue turn) of training crops, input and "
+            "target alike (default: permute on the bundled photos, none on --data; for tasks that treat "
+            "channels alike: restoration, denoising, super-resolution)"
+        ),
+    ] = None,
     eval_samples: Annotated[
         int | None, typer.Option(help="held-out samples scored at the end (default 512 photos / 10k noise)")
     ] = None,
@@ -199,7 +207,7 @@ def distill(
         teacher=teacher, out=str(out), width=width, arch=parse_arch(arch), init=init, student_norm=student_norm,
         data=str(data) if data else None, val_data=str(val_data) if val_data else None, steps=steps, batch=batch, patch=patch, lr=lr, lr_d=lr,
         lambda_pix=lambda_pix, lambda_feat=lambda_feat, lambda_adv=lambda_adv, lambda_gt=lambda_gt, pix_loss=pix_loss,
-        lambda_dfeat=lambda_dfeat, lambda_colour=lambda_colour, cache_refresh=cache_refresh, val_every=val_every, eval_samples=eval_samples,
+        lambda_dfeat=lambda_dfeat, lambda_colour=lambda_colour, cache_refresh=cache_refresh, val_every=val_every, eval_samples=eval_samples, colour_aug=colour_aug,
         device=device, time_budget_s=60.0 * train_minutes if train_minutes else None,
         feat_mode=feat_mode, gan_loss=gan_loss, ema=ema, cache=cache, seed=seed, threads=threads,
         checkpoint_every=checkpoint_every, sample_every=sample_every, feature_net=feature_net, qat_steps=qat_steps,

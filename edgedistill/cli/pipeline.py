@@ -30,6 +30,13 @@ def compress(
         float | None, typer.Option(help="cap training time: steps fitted to this machine's measured speed")
     ] = None,
     cache: Annotated[int, typer.Option(help="teacher outputs precomputed for N inputs")] = 512,
+    colour_aug: Annotated[
+        str | None,
+        typer.Option(
+            help="none | permute | hue: recolour training crops, input and target alike (default: permute "
+            "on the bundled photos, none on --data; for tasks that treat channels alike)"
+        ),
+    ] = None,
     precision: Annotated[
         str | None, typer.Option(help="precision for every target (default: each target's)")
     ] = None,
@@ -84,6 +91,8 @@ def compress(
     )  # fmt: skip
     if train_minutes:
         opts.distill_options["time_budget_s"] = 60.0 * train_minutes
+    if colour_aug is not None:
+        opts.distill_options["colour_aug"] = colour_aug
     if data_free:
         from edgedistill.cli.datafree import wants_classifier
 

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.spec import GeneratorSpec
 from edgedistill.data.bundled import bundled_photos, degrade, digits_images, random_crops
+from edgedistill.data.colour_aug import MODES as COLOUR_AUG_MODES
+from edgedistill.data.colour_aug import apply_colour, colour_transforms
 from edgedistill.data.imageio import read_image
 from edgedistill.data.images import IMAGE_SUFFIXES, ImagePair, list_images, split_folder
 from edgedistill.data.masks import image_inputs
@@ -133,13 +135,18 @@ class PhotoRestoreSource:
         rank: int = 0,
         eval_size: int = 96,
         eval_count: int = PHOTO_EVAL,
+        colour_aug: str = "permute",
     ):
         self.name, self.spec, self.seed, self.patch, self.rank = "bundled-photos", spec, seed, patch, rank
         self.photos, self.eval_size, self.eval_count = bundled_photos("train"), eval_size, eval_count
+        self.colour_aug = colour_aug  # data/colour_aug.py
 
     def batch(self, step: int, size: int) -> Batch:
         gen = step_generator(self.seed, step, self.rank)
         clean = random_crops(self.photos, size, self.patch, gen)
+        matrices = colour_transforms(self.colour_aug, size, gen)
+        if matrices is not None:  # the clean crop is changed before it is degraded: exact for any map
+            clean = apply_colour(clean, matrices)
         return Batch(self.spec.to_input(degrade(clean, gen)), to_output(self.spec, clean))
 
     @functools.cache  # noqa: B019  (one source per run; the trainer and the evaluation share it)
@@ -176,9 +183,15 @@ class ImageFolderSource:
         eval_size: int = 128,
         val_data: Path | None = None,
         eval_count: int = FOLDER_EVAL,
+        colour_aug: str = "none",
     ):
         self.name, self.spec, self.seed, self.patch, self.rank = str(root), spec, seed, patch, rank
-        self.eval_count = eval_count
+        self.eval_count, self.colour_aug = eval_count, colour_aug
+        if colour_aug != "none" and (spec.image_channels != 3 or spec.outputs[0].shape[1] != 3):
+            raise EdgeDistillError(
+                f"--colour-aug {colour_aug} mixes RGB, but this generator maps "
+                f"{spec.image_channels} to {spec.outputs[0].shape[1]} channels; use --colour-aug none"
+            )
         split = split_folder(root, val_data)
         self.train = [self._load(p) for p in split.train]
         self.val = self.train if split.val is split.train else [self._load(p) for p in split.val]
@@ -209,7 +222,12 @@ class ImageFolderSource:
         return x, y
 
     def _crops(
-        self, images: list[tuple[torch.Tensor, torch.Tensor | None]], n: int, size: int, gen: torch.Generator
+        self,
+        images: list[tuple[torch.Tensor, torch.Tensor | None]],
+        n: int,
+        size: int,
+        gen: torch.Generator,
+        colour_aug: str = "none",
     ) -> Batch:
         xs, ys = [], []
         for _ in range(n):
@@ -223,7 +241,12 @@ class ImageFolderSource:
                 k = y.shape[1] // h
                 ys.append(y[:, k * top : k * (top + s), k * left : k * (left + s)])
         pixels = torch.stack(xs)
-        real = to_output(self.spec, torch.stack(ys)) if len(ys) == n else None
+        targets = torch.stack(ys) if len(ys) == n else None
+        matrices = colour_transforms(colour_aug, n, gen)
+        if matrices is not None:  # input and target alike: exact for per-channel degradations
+            pixels = apply_colour(pixels, matrices)
+            targets = None if targets is None else apply_colour(targets, matrices)
+        real = to_output(self.spec, targets) if targets is not None else None
         if (
             real is None
             and self.spec.mask_channel
@@ -235,7 +258,8 @@ class ImageFolderSource:
         return Batch(torch.from_numpy(image_inputs(self.spec, pixels.numpy(), seed)), real)
 
     def batch(self, step: int, size: int) -> Batch:
-        return self._crops(self.train, size, self.patch, step_generator(self.seed, step, self.rank))
+        gen = step_generator(self.seed, step, self.rank)
+        return self._crops(self.train, size, self.patch, gen, self.colour_aug)
 
     @functools.cache  # noqa: B019  (one source per run; the trainer and the evaluation share it)
     def heldout(self) -> Batch:
@@ -255,9 +279,20 @@ def make_source(
     rank: int = 0,
     val_data: Path | None = None,
     eval_count: int | None = None,
+    colour_aug: str | None = None,
 ) -> DataSource:
     """The user's --data when given, else the teacher's default set; unconditional needs none.
-    `eval_count`: held-out samples (None: the defaults above)."""
+    `eval_count`: held-out samples (None: the defaults above). `colour_aug` (data/colour_aug.py):
+    None is "permute" on the bundled photos (measured: benchmarks/distill_ablation.py) and "none" on a
+    user's folder, whose task may not."""
+    if colour_aug is not None and colour_aug not in COLOUR_AUG_MODES:
+        raise EdgeDistillError(
+            f"--colour-aug must be one of {', '.join(COLOUR_AUG_MODES)} (got '{colour_aug}')"
+        )
+    if colour_aug not in (None, "none") and spec.kind != "image":
+        raise EdgeDistillError(
+            f"--colour-aug is for image-to-image generators; {teacher_name} eats {spec.kind}"
+        )
     if val_data is not None and (spec.kind != "image" or data is None):
         raise EdgeDistillError(
             "--val-data holds out images of an image-to-image generator's --data: give --data too"
@@ -274,9 +309,17 @@ def make_source(
                 rank,
                 val_data=val_data,
                 eval_count=_eval_count(eval_count, FOLDER_EVAL),
+                colour_aug=colour_aug or "none",
             )
         if teacher_name == "photo-restore":
-            return PhotoRestoreSource(spec, seed, patch, rank, eval_count=_eval_count(eval_count, PHOTO_EVAL))
+            return PhotoRestoreSource(
+                spec,
+                seed,
+                patch,
+                rank,
+                eval_count=_eval_count(eval_count, PHOTO_EVAL),
+                colour_aug=colour_aug or "permute",
+            )
         raise EdgeDistillError(
             f"{teacher_name} is an image-to-image generator and has no default data: pass --data DIR "
             "(a folder of input images, or A/ and B/ subfolders of pairs)"

@@ -97,6 +97,7 @@ def build_parts(cfg: DistillConfig, teacher: LoadedGenerator, rank: int, source:
         rank,
         val_data=Path(cfg.val_data) if cfg.val_data else None,
         eval_count=cfg.eval_samples,
+        colour_aug=cfg.colour_aug,
     )
     parts = Parts(teacher=t_net, student=student.train(), spec=student_spec, source=source)
     if cfg.lambda_adv or cfg.lambda_dfeat:

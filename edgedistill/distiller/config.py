@@ -68,6 +68,8 @@ class DistillConfig:
     ema: float = 0.999
     cache: int = 0  # >0: precompute teacher outputs for this many inputs and train on them
     cache_refresh: int | None = None  # pool entries replaced by fresh teacher outputs per step; None: batch/4
+    # none | permute (data/colour_aug.py); None: permute on the bundled photos, none on a user's --data
+    colour_aug: str | None = None
     seed: int = 0
     threads: int | None = None
     device: str = "auto"  # auto: the first CUDA GPU when torch sees one, else cpu
@@ -138,6 +140,7 @@ class DistillConfig:
             "val_every",
             "qat_steps",  # the QAT phase checks its own options on resume
         }
-        if self.val_data is None:
-            skip.add("val_data")  # runs saved before the option existed still resume
+        for optional in ("val_data", "colour_aug"):
+            if getattr(self, optional) is None:
+                skip.add(optional)  # runs saved before the option existed still resume
         return {k: v for k, v in asdict(self).items() if k not in skip}
