@@ -13,7 +13,7 @@ Variants (the defaults of `edgedistill distill` are the full recipe):
   with-feature     feature KD on (off by default for image generators)
   no-refresh       a fixed pool of cached teacher outputs (the recipe before #12)
   no-colour-aug    training crops in their own colours (data/colour_aug.py off)
-  permute-only     colour augmentation by RGB order alone, without hue turns
+  hue-aug          colour augmentation with hue turns on top of the RGB order
   no-best          the last EMA weights instead of the best validated ones
   no-teacher       GAN + ground truth from scratch: the student trained as the teacher was
 
@@ -57,7 +57,7 @@ def variants(kind: str) -> dict[str, dict]:
         out["no-dfeat"] = {"lambda_dfeat": 0.0}
         out["no-colour"] = {"lambda_colour": 0.0}
         out["no-colour-aug"] = {"colour_aug": "none"}
-        out["permute-only"] = {"colour_aug": "permute"}
+        out["hue-aug"] = {"colour_aug": "hue"}
     out["no-teacher"] = {
         "init": "scratch", "lambda_pix": 0.0, "lambda_feat": 0.0, "lambda_dfeat": 0.0, "lambda_colour": 0.0,
         "lambda_adv": 1.0,

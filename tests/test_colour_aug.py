@@ -116,3 +116,18 @@ def test_colour_aug_is_refused_where_it_would_break_the_task(tmp_path):
     noise = load_generator("digits-dcgan").spec
     with pytest.raises(EdgeDistillError, match="image-to-image"):
         make_source("digits-dcgan", noise, None, 0, 0, colour_aug="permute")
+
+
+def test_evaluation_says_whose_colour_is_off_when_there_is_ground_truth():
+    """A student that matches the truth where the teacher is 2 % short in red: vs the teacher it shows
+    +2 %, vs the truth 0, and the teacher's own -2 % is reported next to it."""
+    from edgedistill.distiller.evaluate import evaluate_outputs
+
+    spec = spec_for_family("resnet", {"ngf": 4, "n_blocks": 1})
+    truth = torch.rand(8, 3, 16, 16) * 1.6 - 0.8
+    teacher = truth.clone()
+    teacher[:, 0] -= 0.04  # 2 % of the [-1, 1] range
+    m = evaluate_outputs(spec, teacher, truth.clone(), truth, feature_net=None)
+    assert m["channel_shift_pct"] == pytest.approx([2.0, 0.0, 0.0], abs=1e-3)
+    assert m["channel_shift_vs_target_pct"] == pytest.approx([0.0, 0.0, 0.0], abs=1e-3)
+    assert m["teacher_channel_shift_vs_target_pct"] == pytest.approx([-2.0, 0.0, 0.0], abs=1e-3)

@@ -5,7 +5,9 @@ coffee, skin, stained tissue). A small student fitted to them generalised the te
 badly to green and blue: on the held-out cat and sky it drifted to magenta (R +4.0, G +1.8,
 B +3.6 % of range vs the teacher) while on training crops it stayed within 1.2 %. The teacher can
 label any input, so widening the inputs' colours costs nothing but teaches the mapping for every hue
-("patient and consistent" function matching, Beyer et al. 2022).
+("patient and consistent" function matching, Beyer et al. 2022). Measured at 400 steps (README):
+permute lowered the held-out feature distance from 47 to 8 and raised PSNR vs the teacher by 0.7 dB;
+hue turns and a random brightness gain on top of it each fitted worse at that step count.
 
 Modes: "permute" reorders RGB; "hue" also turns each sample's colours about the grey axis by up to
 60 degrees, so every hue occurs. Both are orthogonal maps of RGB: for tasks that treat each colour

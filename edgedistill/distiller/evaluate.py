@@ -61,6 +61,9 @@ def evaluate_outputs(
             ssim_vs_target=round(ssim(s_px, gt), 4),
             teacher_psnr_vs_target=round(float(t_vs_gt.mean()), 3),
             teacher_ssim_vs_target=round(ssim(t_px, gt), 4),
+            # a shift vs the teacher may be the teacher's own cast: the truth tells which side is off
+            channel_shift_vs_target_pct=[round(100 * v, 3) for v in channel_shift(s_px, gt)],
+            teacher_channel_shift_vs_target_pct=[round(100 * v, 3) for v in channel_shift(t_px, gt)],
         )
         if intervals:
             m["psnr_vs_target_ci"] = [round(v, 3) for v in mean_ci(vs_gt)]
