@@ -27,22 +27,25 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS = Path(__file__).parent / "results"
 
-# Steps per teacher and method (a DFAD step is `student_steps` student updates + 1 generator update).
+# Steps per teacher and method (a DFAD or replay step is `student_steps` student updates + 1 generator update).
 PLAN: dict[str, dict[str, dict[str, Any]]] = {
     "digits-classifier": {
         "scratch": {"steps": 2000},
         "kd": {"steps": 2000},
         "dafl": {"steps": 2000},
         "dfad": {"steps": 400},
+        "replay": {"steps": 400},
     },
     "shapes-classifier": {
         "scratch": {"steps": 3000},
         "kd": {"steps": 3000},
         "dafl": {"steps": 3000},
         "dfad": {"steps": 600},
+        "replay": {"steps": 1200},
     },
 }
-DATA_FREE = ("dafl", "dfad")
+DATA_FREE = ("replay", "dafl", "dfad")
+STUDENT_STEPS = {"dfad": 5, "replay": 10}  # student updates per step (the default options)
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -156,6 +159,7 @@ def main() -> None:
     ap.add_argument("--teachers", nargs="*", default=list(PLAN))
     ap.add_argument("--methods", nargs="*", default=["scratch", "kd", *DATA_FREE])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed+seeds-1")
     ap.add_argument("--jobs", type=int, default=2, help="processes side by side (each one thread)")
     ap.add_argument("--steps-scale", type=float, default=1.0, help="multiply every step count (quick passes)")
     ap.add_argument(
@@ -166,16 +170,19 @@ def main() -> None:
     from edgedistill.runtime.hostinfo import host_info
 
     jobs: list[dict[str, Any]] = []
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     for teacher in args.teachers:
         for method in args.methods:
             opts = dict(PLAN[teacher][method])
             opts["steps"] = max(1, int(opts["steps"] * args.steps_scale))
-            jobs += [
-                {"teacher": teacher, "method": method, "seed": s, "options": opts} for s in range(args.seeds)
-            ]
+            jobs += [{"teacher": teacher, "method": method, "seed": s, "options": opts} for s in seeds]
     for label, v in json.loads(args.variants or "{}").items():
-        jobs += [{"label": label, "seed": s, **v} for s in range(args.seeds)]
-    jobs.sort(key=lambda j: -j["options"]["steps"] * (5 if j["method"] == "dfad" else 1))  # long ones first
+        jobs += [{"label": label, "seed": s, **v} for s in seeds]
+    jobs.sort(  # long ones first
+        key=lambda j: (
+            -j["options"]["steps"] * j["options"].get("student_steps", STUDENT_STEPS.get(j["method"], 1))
+        )
+    )
     t0 = time.time()
     rows: list[dict[str, Any]] = []
     with ProcessPoolExecutor(args.jobs) as pool:

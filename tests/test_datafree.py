@@ -191,7 +191,7 @@ def test_bad_inputs_get_one_clear_error(tmp_path):
     from edgedistill.datafree.config import DataFreeConfig
     from edgedistill.datafree.datasets import load_npz
 
-    with pytest.raises(EdgeDistillError, match="--method must be one of dafl, dfad"):
+    with pytest.raises(EdgeDistillError, match="--method must be one of replay, dafl, dfad"):
         DataFreeConfig(teacher="t", method="gan")
     spec = spec_for_family("lenet", {"in_channels": 1})
     np.savez(tmp_path / "x.npz", x=np.zeros((4, 3, 32, 32), np.float32))
@@ -201,3 +201,64 @@ def test_bad_inputs_get_one_clear_error(tmp_path):
         load_npz(tmp_path / "x.npz", spec)
     with pytest.raises(EdgeDistillError, match="not a classifier"):
         distill_classifier("digits-dcgan", tmp_path / "r", steps=1)
+
+
+def test_replay_run_is_class_conditional_and_resumes_with_its_bank(tmp_path, monkeypatch):
+    real_loader = bundled.digits_images
+
+    def heldout_only(split: str = "train", size: int = 32):
+        if split == "train":
+            raise PermissionError("the training images are unreadable during this test")
+        return real_loader(split, size)
+
+    monkeypatch.setattr(bundled, "digits_images", heldout_only)
+    opts = {**TINY, "student_steps": 2, "bank_size": 40}
+    first = distill_classifier("digits-classifier", tmp_path / "r", method="replay", **opts)
+    gen_json = json.loads((tmp_path / "r" / "generator.json").read_text())
+    assert gen_json["classes"] == 10 and first.metrics["method"] == "replay"
+    state = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["bank"]["images"].shape == (40, 1, 32, 32)  # 3 batches of 16 wrapped round a bank of 40
+    assert state["bank"]["images"].dtype == torch.float16 and state["bank"]["next"] == 8
+    again = distill_classifier("digits-classifier", tmp_path / "r", method="replay", resume=True,
+                               **{**opts, "steps": 4})  # fmt: skip
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and again.metrics["steps"] == 4
+    assert {"ce", "bn", "adv", "kd"} <= set(rows[-1])
+
+
+def test_synthetic_bank_is_a_ring_and_survives_a_round_trip():
+    from edgedistill.datafree.trainer import SyntheticBank
+
+    bank = SyntheticBank(5)
+    bank.add(torch.zeros(3, 1, 2, 2))
+    assert bank.count == 3 and bank.next == 3
+    bank.add(torch.ones(3, 1, 2, 2))  # wraps: slots 3, 4, 0 now hold ones
+    assert bank.count == 5 and bank.next == 1
+    assert bank.images[:, 0, 0, 0].tolist() == [1, 0, 0, 1, 1]
+    copy = SyntheticBank(5)
+    copy.load_state_dict(bank.state_dict())
+    assert torch.equal(copy.images, bank.images) and copy.next == 1
+    draws = copy.draw(200, torch.Generator().manual_seed(0))
+    assert draws.dtype == torch.float32 and set(draws[:, 0, 0, 0].tolist()) == {0.0, 1.0}
+
+
+def test_conditional_generator_and_replay_losses():
+    from edgedistill.datafree.generator import SampleGenerator, balanced_labels
+
+    labels = balanced_labels(25, 10, torch.Generator().manual_seed(0))
+    assert torch.bincount(labels, minlength=10).tolist() == [3] * 5 + [2] * 5
+    g = SampleGenerator(8, 8, 3, 32, classes=10)
+    assert g(torch.randn(4, 8), labels[:4]).shape == (4, 3, 32, 32)
+    with pytest.raises(ValueError, match="needs labels"):
+        g(torch.randn(4, 8))
+    t = torch.eye(10)[[0, 1, 2, 3]] * 5
+    agree, disagree = t + 0.5 * torch.randn(4, 10), t.roll(1, 0)
+    assert float(L.agreeing_kl(agree, t)) > 0 and float(L.agreeing_kl(disagree, t)) == 0.0
+    bn = torch.nn.BatchNorm2d(2).eval()
+    plain, first = L.BNStatistics(torch.nn.Sequential(bn)), L.BNStatistics(torch.nn.Sequential(bn), 10.0)
+    bn(torch.randn(64, 2, 4, 4) + 1)
+    a, b = float(plain.loss()), float(first.loss())
+    assert b == pytest.approx(10 * a)
+    first.enabled = False
+    bn(torch.randn(64, 2, 4, 4))
+    assert first.terms == [] and len(plain.terms) == 1

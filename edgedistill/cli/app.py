@@ -118,7 +118,9 @@ def distill(
     val_data: Annotated[
         Path | None, typer.Option(help="held-out image folder (default: a fixed tenth of --data)")
     ] = None,
-    steps: Annotated[int, typer.Option()] = 2000,
+    steps: Annotated[
+        int | None, typer.Option(help="training steps (default 2000; a classifier: its method's own)")
+    ] = None,
     batch: Annotated[int, typer.Option()] = 8,
     patch: Annotated[int, typer.Option(help="training crop size for image generators")] = 64,
     lr: Annotated[float, typer.Option()] = 2e-4,
@@ -182,7 +184,9 @@ def distill(
         bool,
         typer.Option("--data-free", help="classifier teacher: no real data (the default without --data)"),
     ] = False,
-    method: Annotated[str, typer.Option(help="classifier teacher, data-free: dafl | dfad")] = "dafl",
+    method: Annotated[
+        str, typer.Option(help="classifier teacher, data-free: replay | dafl | dfad")
+    ] = "replay",
     bn_weight: Annotated[
         float | None,
         typer.Option(help="classifier teacher: BN-statistics matching weight (default per method)"),
@@ -205,7 +209,7 @@ def distill(
 
     cfg = DistillConfig(
         teacher=teacher, out=str(out), width=width, arch=parse_arch(arch), init=init, student_norm=student_norm,
-        data=str(data) if data else None, val_data=str(val_data) if val_data else None, steps=steps, batch=batch, patch=patch, lr=lr, lr_d=lr,
+        data=str(data) if data else None, val_data=str(val_data) if val_data else None, steps=steps or 2000, batch=batch, patch=patch, lr=lr, lr_d=lr,
         lambda_pix=lambda_pix, lambda_feat=lambda_feat, lambda_adv=lambda_adv, lambda_gt=lambda_gt, pix_loss=pix_loss,
         lambda_dfeat=lambda_dfeat, lambda_colour=lambda_colour, cache_refresh=cache_refresh, val_every=val_every, eval_samples=eval_samples, colour_aug=colour_aug,
         device=device, time_budget_s=60.0 * train_minutes if train_minutes else None,

@@ -47,7 +47,7 @@ def distill_classifier_verb(
     method: str,
     bn_weight: float | None,
     data: Path | None,
-    steps: int,
+    steps: int | None,
     width: float,
     seed: int,
     threads: int | None,

@@ -66,7 +66,9 @@ def compress(
         bool,
         typer.Option("--data-free", help="classifier teacher: distill without data (default without --data)"),
     ] = False,
-    method: Annotated[str, typer.Option(help="classifier teacher, data-free: dafl | dfad")] = "dafl",
+    method: Annotated[
+        str, typer.Option(help="classifier teacher, data-free: replay | dafl | dfad")
+    ] = "replay",
     latency_ms: Annotated[
         float | None,
         typer.Option(
@@ -87,7 +89,7 @@ def compress(
         teacher=teacher, targets=list(target), out=out, width=width, steps=steps, data=data, val_data=val_data, cache=cache,
         precision=precision, size=size, calib_size=calib_size, min_psnr=min_psnr or None, threads=threads,
         profile_seconds=profile_seconds, force=force, kwargs=parse_kwargs(arg), weights=weights, student_norm=student_norm,
-        qat_steps=qat_steps, latency_ms=latency_ms, host=host, distill_options={"method": method} if data_free or method != "dafl" else {},
+        qat_steps=qat_steps, latency_ms=latency_ms, host=host, distill_options={"method": method} if data_free or method != "replay" else {},
     )  # fmt: skip
     if train_minutes:
         opts.distill_options["time_budget_s"] = 60.0 * train_minutes

@@ -7,7 +7,7 @@ from typing import Any
 
 from edgedistill.core.errors import EdgeDistillError
 
-METHODS = ("dafl", "dfad", "kd")  # kd: ordinary KD on real images (--data), for comparison
+METHODS = ("replay", "dafl", "dfad", "kd")  # kd: ordinary KD on real images (--data), for comparison
 
 
 @dataclass
@@ -26,7 +26,14 @@ class DataFreeConfig:
     w_activation: float = 0.1
     w_entropy: float = 5.0
     bn_weight: float = 0.0  # DeepInversion-style BN-statistics matching, added to any method's generator loss
-    student_steps: int = 5  # DFAD: student steps per generator step
+    student_steps: int = 5  # DFAD, replay: student steps per generator step
+    # replay (Fast-DFKD / CMI-style): a class-conditional generator, its batches kept in a bank the
+    # student trains on; the generator also seeks inputs where student and teacher disagree
+    w_adv: float = 0.0
+    bn_first: float = 1.0  # weight of the first BatchNorm's term within BN matching (DeepInversion)
+    bank_size: int = 0  # synthetic images kept for the student (replay)
+    jitter: int = 0  # random shifts (pixels) of synthetic batches before teacher and student
+    flip: bool = False  # random mirroring of synthetic batches, too
     student_width: float | None = None  # fraction of the teacher's width; None: the family's default
     inherit: bool = False  # LeNet students start from the teacher's strongest channels
     ema_decay: float = 0.99
@@ -37,12 +44,12 @@ class DataFreeConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise EdgeDistillError(f"--method must be one of {', '.join(METHODS[:2])} (got '{self.method}')")
-        for name in ("steps", "batch", "student_steps"):
+            raise EdgeDistillError(f"--method must be one of {', '.join(METHODS[:3])} (got '{self.method}')")
+        for name in ("steps", "batch", "student_steps", *(("bank_size",) if self.method == "replay" else ())):
             if getattr(self, name) < 1:
                 raise EdgeDistillError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.bn_weight < 0:
-            raise EdgeDistillError("--bn-weight must be >= 0")
+        if min(self.bn_weight, self.w_adv, self.bn_first, self.jitter) < 0:
+            raise EdgeDistillError("--bn-weight (and w_adv, bn_first, jitter) must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

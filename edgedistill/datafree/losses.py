@@ -43,17 +43,34 @@ def logit_l1(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torc
     return (student_logits - teacher_logits).abs().mean()
 
 
+def agreeing_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """Fast-DFKD / CMI's adversarial term: KL(teacher || student) on the samples where both still
+    agree on the class; the generator maximises it to find hard, but not mislabelled, inputs."""
+    t = temperature
+    kl = F.kl_div(
+        F.log_softmax(student_logits / t, 1), F.softmax(teacher_logits / t, 1), reduction="none"
+    ).sum(1)
+    agree = (student_logits.argmax(1) == teacher_logits.argmax(1)).float()
+    return (kl * agree).mean()
+
+
 class BNStatistics:
     """Forward hooks on every BatchNorm2d of a (frozen, eval-mode) net: `loss()` after a forward is
     Σ_layers ‖μ_batch − μ_running‖₂ + ‖σ²_batch − σ²_running‖₂ over that forward's batch."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, first: float = 1.0) -> None:
         self.terms: list[torch.Tensor] = []
+        self.first = first  # DeepInversion's first-layer multiplier: pixel statistics matter most
+        self.enabled = True  # off while the teacher only labels (the student's steps)
         self.handles = [
             m.register_forward_hook(self._hook) for m in net.modules() if isinstance(m, nn.BatchNorm2d)
         ]
 
     def _hook(self, m: nn.Module, inputs: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
+        if not self.enabled:
+            return
         x = inputs[0]
         mean = x.mean((0, 2, 3))
         var = x.var((0, 2, 3), unbiased=False)
@@ -65,7 +82,9 @@ class BNStatistics:
         self.terms = []
 
     def loss(self) -> torch.Tensor:
-        total = torch.stack(self.terms).sum() if self.terms else torch.zeros(())
+        if not self.terms:
+            return torch.zeros(())
+        total = self.first * self.terms[0] + sum(self.terms[1:], torch.zeros(()))
         self.clear()
         return total
 

@@ -1,6 +1,8 @@
 """The joint loop: a generator synthesises inputs, the student learns the teacher's answers on them.
 
-One step is, for DAFL, a generator update (one-hot CE + activation + information entropy [+ BN
+One step is, for replay (the default), one generator update on a fresh class-conditional batch,
+which joins a bank of past batches, then `student_steps` KD updates on jittered batches from the
+bank; for DAFL, a generator update (one-hot CE + activation + information entropy [+ BN
 matching]) then a student update (KD on the same, detached, images); for DFAD, `student_steps`
 student updates (L1 between logits) then one generator update that maximises that L1; for `kd`,
 one student update on a real, shifted batch (the with-data baseline, same optimiser and EMA).
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
@@ -26,7 +29,7 @@ from edgedistill.core.errors import EdgeDistillError
 from edgedistill.datafree import losses as L
 from edgedistill.datafree.augment import shift_flip
 from edgedistill.datafree.config import DataFreeConfig
-from edgedistill.datafree.generator import SampleGenerator
+from edgedistill.datafree.generator import SampleGenerator, balanced_labels
 from edgedistill.distiller.ema import EMA
 from edgedistill.distiller.trainer import stop_on_sigint
 
@@ -58,7 +61,8 @@ class DataFreeTrainer:
             else None
         )
         self.features = L.PreHeadFeatures(self.teacher)
-        self.bn = L.BNStatistics(self.teacher) if cfg.bn_weight > 0 else None
+        self.bn = L.BNStatistics(self.teacher, cfg.bn_first) if cfg.bn_weight > 0 else None
+        self.bank = SyntheticBank(cfg.bank_size) if cfg.method == "replay" else None
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.step, self.lr_scale, self.wall_s = 0, 1.0, 0.0
         self.ckpt_path = run_dir / "checkpoints" / "last.pt"
@@ -75,6 +79,7 @@ class DataFreeTrainer:
             "opt_s": self.opt_s.state_dict(),
             "generator": self.generator.state_dict() if self.generator is not None else None,
             "opt_g": self.opt_g.state_dict() if self.opt_g is not None else None,
+            "bank": self.bank.state_dict() if self.bank is not None else None,
             "rng": self.gen.get_state(),
             "torch_rng": torch.get_rng_state(),
         }
@@ -87,6 +92,8 @@ class DataFreeTrainer:
         if self.generator is not None:
             self.generator.load_state_dict(state["generator"])
             self.opt_g.load_state_dict(state["opt_g"])  # type: ignore[union-attr]
+        if self.bank is not None:
+            self.bank.load_state_dict(state["bank"])
         self.gen.set_state(state["rng"])
         torch.set_rng_state(state["torch_rng"])
 
@@ -116,6 +123,12 @@ class DataFreeTrainer:
         if self.opt_g is not None:
             for g in self.opt_g.param_groups:
                 g["lr"] = self.cfg.lr_generator * self.lr_scale
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        """DeepInversion's jitter (and flips): the teacher must agree on shifted copies, too."""
+        if not self.cfg.jitter and not self.cfg.flip:
+            return x
+        return shift_flip(x, self.gen, pad=self.cfg.jitter, flip=self.cfg.flip)
 
     def _synthesise(self) -> torch.Tensor:
         z = torch.randn(self.cfg.batch, self.cfg.nz, generator=self.gen)
@@ -149,6 +162,8 @@ class DataFreeTrainer:
             self._student_update(loss)
             return {"kd": float(loss.detach())}
         self.generator.train()  # type: ignore[union-attr]
+        if cfg.method == "replay":
+            return self._replay_step()
         if cfg.method == "dafl":
             x = self._synthesise()
             if self.bn is not None:
@@ -181,6 +196,41 @@ class DataFreeTrainer:
         self._generator_update(-adv + cfg.bn_weight * bn)
         self.student.zero_grad(set_to_none=True)
         return {k: float(v.detach()) for k, v in {"l1": s_loss, "adv": adv, "bn": bn}.items()}
+
+    def _replay_step(self) -> dict[str, float]:
+        """One generator update on a fresh class-conditional batch (CE to the asked class + BN matching
+        − the agreeing KL to the student), the batch into the bank, then `student_steps` KD updates
+        on (augmented) batches drawn from the bank: every image is learnt from many times."""
+        cfg, gen_net = self.cfg, self.generator
+        labels = balanced_labels(cfg.batch, gen_net.classes, self.gen)  # type: ignore[union-attr]
+        x = gen_net(torch.randn(cfg.batch, cfg.nz, generator=self.gen), labels)  # type: ignore[misc]
+        xa = self._augment(x)
+        if self.bn is not None:
+            self.bn.clear()
+        t = self.teacher(xa)
+        bn = self._bn_term()
+        ce = F.cross_entropy(t, labels)
+        adv = torch.zeros(())
+        if cfg.w_adv > 0:
+            self.student.eval()  # the generator chases the student as it is, its BN statistics unmoved
+            adv = L.agreeing_kl(self.student(xa), t)
+        self._generator_update(cfg.w_one_hot * ce + cfg.bn_weight * bn - cfg.w_adv * adv)
+        self.student.zero_grad(set_to_none=True)
+        self.bank.add(x.detach())  # type: ignore[union-attr]
+        self.student.train()
+        if self.bn is not None:
+            self.bn.enabled = False
+        try:
+            for _ in range(cfg.student_steps):
+                xb = self._augment(self.bank.draw(cfg.batch, self.gen))  # type: ignore[union-attr]
+                with torch.no_grad():
+                    tb = self.teacher(xb)
+                kd = L.kd_kl(self.student(xb), tb, cfg.temperature)
+                self._student_update(kd)
+        finally:
+            if self.bn is not None:
+                self.bn.enabled = True
+        return {k: float(v.detach()) for k, v in {"ce": ce, "bn": bn, "adv": adv, "kd": kd}.items()}
 
     # ------------------------------------------------------------------------------ loop
     def train(self) -> None:
@@ -255,3 +305,32 @@ class DataFreeTrainer:
     def _append_metrics(self, row: dict) -> None:
         with (self.run_dir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+class SyntheticBank:
+    """A ring buffer of past synthetic batches (float16, saved with the checkpoint): the student
+    learns from all the generator has made so far, not only from its latest, drifting output."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.images, self.next, self.count = size, torch.empty(0), 0, 0
+
+    def add(self, x: torch.Tensor) -> None:
+        if self.images.numel() == 0:
+            self.images = torch.empty(self.size, *x.shape[1:], dtype=torch.float16)
+        idx = (self.next + torch.arange(len(x))) % self.size
+        self.images[idx] = x.to(torch.float16)
+        self.next = int(idx[-1] + 1) % self.size
+        self.count = min(self.count + len(x), self.size)
+
+    def draw(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        return self.images[torch.randint(self.count, (n,), generator=gen)].float()
+
+    def state_dict(self) -> dict:
+        return {"images": self.images[: self.count].clone(), "next": self.next}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.images, self.next = torch.empty(0), state["next"]
+        self.count = len(state["images"])
+        if self.count:
+            self.images = torch.empty(self.size, *state["images"].shape[1:], dtype=torch.float16)
+            self.images[: self.count] = state["images"]

@@ -82,7 +82,7 @@ def compress(opts: CompressOptions, log: Callable[[str], None] = print) -> dict[
     if spec.kind == "classifier":  # distilled through a generator, without data unless --data
         from edgedistill.pipeline.compress_classifier import compress_classifier
 
-        return compress_classifier(opts, opts.distill_options.get("method", "dafl"), log)
+        return compress_classifier(opts, opts.distill_options.get("method", "replay"), log)
     opts = replace(opts, student_norm=choose_student_norm(opts, spec, targets, log))
     if opts.qat_steps is None and spec.family not in ("resnet", "unet", "dcgan") and _qat_steps(opts):
         # a pruned module becomes a torch.export program, which QAT does not rewrite: PTQ + the gate
