@@ -18,6 +18,7 @@ module, which export turns into the QDQ model's scales (`exporter/qat_export.py`
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import shutil
@@ -491,7 +492,7 @@ def qat_phase(
         student,
         teacher,
         parts.spec,
-        TeacherBatches(teacher, parts.source, getattr(trainer, "cache", None)),
+        _deployment_batches(teacher, parts.source, getattr(trainer, "cache", None)),
         run_dir,
         cfg.qat_steps,
         lr=cfg.lr * 0.1,
@@ -500,6 +501,18 @@ def qat_phase(
         resume=resume,
         identity=identity,
     )
+
+
+def _deployment_batches(teacher: nn.Module, source: Any, cache: Any) -> TeacherBatches:
+    """QAT fits quantization ranges to what the artifact will see, so it trains on crops in their own
+    colours: with the main run's colour augmentation (and its cache, which holds augmented crops) the
+    demo's INT8 artifact fell from 46.7 to 36.0 dB vs fp32 while the fake-quant check on validation
+    crops still read 44.7 dB."""
+    if getattr(source, "colour_aug", "none") == "none":
+        return TeacherBatches(teacher, source, cache)
+    plain = copy.copy(source)
+    plain.colour_aug = "none"
+    return TeacherBatches(teacher, plain, None)
 
 
 def read_qat(run_dir: str | Path) -> dict[str, Any] | None:
