@@ -63,7 +63,9 @@ def test_shapes_set_is_deterministic_and_balanced():
     assert float(a.min()) >= -1 and float(a.max()) <= 1 and float(a.std()) > 0.2
 
 
-def test_data_free_run_never_reads_training_images(tmp_path, monkeypatch):
+@pytest.fixture
+def training_images_unreadable(monkeypatch):
+    """Reading the digits training split raises for the test's duration; held-out stays readable."""
     real_loader = bundled.digits_images
 
     def heldout_only(split: str = "train", size: int = 32):
@@ -72,6 +74,9 @@ def test_data_free_run_never_reads_training_images(tmp_path, monkeypatch):
         return real_loader(split, size)
 
     monkeypatch.setattr(bundled, "digits_images", heldout_only)
+
+
+def test_data_free_run_never_reads_training_images(tmp_path, training_images_unreadable):
     run = distill_classifier("digits-classifier", tmp_path / "run", method="dafl", bn_weight=0.1, **TINY)
     files = {p.name for p in run.run_dir.iterdir()}
     assert {
@@ -203,15 +208,7 @@ def test_bad_inputs_get_one_clear_error(tmp_path):
         distill_classifier("digits-dcgan", tmp_path / "r", steps=1)
 
 
-def test_replay_run_is_class_conditional_and_resumes_with_its_bank(tmp_path, monkeypatch):
-    real_loader = bundled.digits_images
-
-    def heldout_only(split: str = "train", size: int = 32):
-        if split == "train":
-            raise PermissionError("the training images are unreadable during this test")
-        return real_loader(split, size)
-
-    monkeypatch.setattr(bundled, "digits_images", heldout_only)
+def test_replay_run_is_class_conditional_and_resumes_with_its_bank(tmp_path, training_images_unreadable):
     opts = {**TINY, "student_steps": 2, "bank_size": 40}
     first = distill_classifier("digits-classifier", tmp_path / "r", method="replay", **opts)
     gen_json = json.loads((tmp_path / "r" / "generator.json").read_text())
