@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import sys
 import tempfile
 import threading
@@ -191,30 +190,32 @@ def compute_ranges(
     )
 
 
+_PREPROCESS_LOCK = threading.Lock()
+
+
 def preprocess(fp32_onnx: Path, out: Path) -> Path:
     """ORT's quant_pre_process (optimization + shape inference); symbolic inference is skipped if it fails."""
     from onnxruntime.quantization import quant_pre_process
 
     load_onnx_checked(fp32_onnx, check=False)  # one clear line for a bad file, and no escaping external data
     # ORT's symbolic shape inference, when incomplete, saves its half-done model into the current
-    # directory before raising (sym_shape_infer_temp.onnx + a <uuid>.data): the user's folder must
-    # not collect them
-    there = set(os.listdir("."))
+    # directory before raising (sym_shape_infer_temp.onnx + a <uuid>.data): it runs in a private
+    # temporary directory, so neither the user's folder nor a parallel run's collects them (the
+    # working directory is process-wide: one pre-process at a time)
+    src, dst = Path(fp32_onnx).resolve(), Path(out).resolve()
     last: Exception | None = None
-    try:
+    with (
+        _PREPROCESS_LOCK,
+        tempfile.TemporaryDirectory(prefix="edgedistill-preprocess-") as scratch,
+        contextlib.chdir(scratch),
+    ):
         for skip_symbolic in (False, True):
             try:
                 with _quiet():
-                    quant_pre_process(str(fp32_onnx), str(out), skip_symbolic_shape=skip_symbolic)
+                    quant_pre_process(str(src), str(dst), skip_symbolic_shape=skip_symbolic)
                 return out
             except Exception as exc:
                 last = exc
-    finally:
-        for name in set(os.listdir(".")) - there:
-            if name == "sym_shape_infer_temp.onnx" or re.fullmatch(
-                r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}\.data", name
-            ):
-                Path(name).unlink(missing_ok=True)
     raise EdgeDistillError(f"cannot pre-process {fp32_onnx} for quantization: {_first(last)}")  # type: ignore[arg-type]
 
 
