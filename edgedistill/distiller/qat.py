@@ -319,6 +319,8 @@ def run_qat(
     device = next((p.device for p in student.parameters()), torch.device("cpu"))
     model = QatStudent(student, topo).to(device).eval()  # eval: BN folded from frozen statistics
     weights = [p for n, p in model.named_parameters() if not n.startswith("quants.")]
+    for p in weights:  # the saved EMA student comes frozen: its weights must learn the quantization too
+        p.requires_grad_(True)
     opt = torch.optim.Adam(
         [{"params": weights, "lr": lr}, {"params": list(model.quants.parameters()), "lr": lr_quant}]
     )
