@@ -96,7 +96,7 @@ def _fp32_onnx(run: Path, out: Path) -> Path:
 def test_qdq_export_carries_trained_scales_and_matches_fake_quant(qat_run: Path, tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from edgedistill.distiller.qat import QatStudent, student_topology
+    from edgedistill.distiller.fakequant import QatStudent, student_topology
     from edgedistill.exporter.qat_export import find_qat, qat_ranges
     from edgedistill.models.loading import load_generator
     from edgedistill.onnxtools.qdq import quantize_qdq
