@@ -9,8 +9,8 @@ latency on random candidates, per target and precision.
 `prepare` and `report` run where torch and the quantizers are; `time` runs on the machine being
 modelled (a quiet one: the ratio of two noisy numbers says little). Candidates: the resnet family with
 random per-stage widths, residual blocks, upsampling op (ConvTranspose | nearest/bilinear resize +
-conv | PixelShuffle), stem/head kernel and block type. The overhead (`a + b * kernels`) is fitted on
-the three reference models only (search/latency.py REFERENCES), never on the candidates.
+conv | PixelShuffle), stem/head kernel and block type. The whole-model fit (`a + b * kernels + c *
+blocks`) is made on the reference models only (search/latency.py REFERENCES), never on the candidates.
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def time_all(out: Path, threads: int | None, min_time: float, only: str = "", cl
 
 # ------------------------------------------------------------------------------------------ report
 def report(out: Path, results: Path) -> dict[str, Any]:
-    from edgedistill.search.latency import overhead_fit
+    from edgedistill.search.latency import overhead_fit, whole_ms
 
     summary: dict[str, Any] = {"configs": []}
     lines = []
@@ -247,13 +247,12 @@ def report(out: Path, results: Path) -> dict[str, Any]:
         cands = [n for n, m in plan["models"].items() if m["role"] == "cand"]
         ref_parts = [parts(n) for n in refs]
         fit = overhead_fit(
-            [k for _, k in ref_parts],
-            [tim["whole"][n]["p50"] - s for n, (s, _) in zip(refs, ref_parts, strict=True)],
+            [k for _, k in ref_parts], [s for s, _ in ref_parts], [tim["whole"][n]["p50"] for n in refs]
         )
         rows = []
         for n in cands:
             s, k = parts(n)
-            pred = s + fit["a"] + fit["b"] * k
+            pred = whole_ms(fit, s, k)
             meas = tim["whole"][n]["p50"]
             rows.append({"model": n, "arch": plan["models"][n]["kwargs"], "predicted_ms": round(pred, 3),
                          "measured_ms": round(meas, 3), "blocks_ms": round(s, 3), "kernels": k,

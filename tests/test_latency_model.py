@@ -129,9 +129,25 @@ def test_arm_targets_quantize_for_xnnpack(tmp_path: Path) -> None:
 
 
 def test_overhead_fit_ignores_a_negative_slope() -> None:
-    assert latency.overhead_fit([10, 20, 30], [1.0, 2.0, 3.0]) == pytest.approx({"a": 0.0, "b": 0.1})
-    fit = latency.overhead_fit([10, 20, 30], [3.0, 2.0, 1.0])
-    assert fit["b"] == 0 and fit["a"] == pytest.approx(2.0)
+    """Three references: c stays 1 and the residual is a + b * kernels, never a negative kernel cost."""
+    fit = latency.overhead_fit([10, 20, 30], [5.0, 5.0, 5.0], [6.0, 7.0, 8.0])
+    assert fit == pytest.approx({"a": 0.0, "b": 0.1, "c": 1.0})
+    fit = latency.overhead_fit([10, 20, 30], [5.0, 5.0, 5.0], [8.0, 7.0, 6.0])
+    assert fit["b"] == 0 and fit["a"] == pytest.approx(2.0) and fit["c"] == 1
+
+
+def test_overhead_fit_scales_the_blocks_when_references_say_so() -> None:
+    """Blocks timed apart cost more than inside the whole model (OpenVINO's reorders at every cut):
+    with enough references the fit finds the scale, and a nonsense scale falls back to 1."""
+    rng = np.random.default_rng(0)
+    kernels = rng.integers(20, 150, 8)
+    blocks = rng.uniform(10, 90, 8)
+    whole = 0.5 + 0.01 * kernels + 0.7 * blocks
+    fit = latency.overhead_fit(kernels.tolist(), blocks.tolist(), whole.tolist())
+    assert fit == pytest.approx({"a": 0.5, "b": 0.01, "c": 0.7}, abs=1e-6)
+    assert latency.whole_ms(fit, 50.0, 100) == pytest.approx(0.5 + 1.0 + 35.0)
+    nonsense = latency.overhead_fit(kernels.tolist(), blocks.tolist(), (5 * blocks).tolist())
+    assert nonsense["c"] == 1.0
 
 
 def test_int8_prediction_costs_convtranspose_as_fp32(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
