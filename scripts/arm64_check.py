@@ -641,12 +641,15 @@ def ledger(result: dict, command: str | None = None):
                 "bundle's run_model.py" if ran_here else "the bundle's run_model.py did not run")  # fmt: skip
         rows = {cpu: run["cases"][name] for cpu, run in result["runs"].items()}
         ok = all(r["ran"] and r["within_tolerance"] for r in rows.values())
-        led.add(target, precision, "run_aarch64", "pass" if ok else "fail", aarch64_detail(rows))
+        available = next(iter(result["runs"].values())).get("available_providers", [])
+        led.add(target, precision, "run_aarch64", "pass" if ok else "fail", aarch64_detail(rows, available))
     return led
 
 
-def aarch64_detail(rows: dict[str, dict]) -> str:
-    """`max abs vs x86: cortex-a76 0.03, cortex-a72 0.03 (bound 0.1); EP Xnnpack+CPU → CPU` for one case."""
+def aarch64_detail(rows: dict[str, dict], available: list[str] | None = None) -> str:
+    """`max abs vs x86: cortex-a76 0.03, cortex-a72 0.03 (bound 0.1); EP Xnnpack+CPU → CPU` for one case;
+    when an asked provider is not in the wheel at all, it says so (PyPI's aarch64 onnxruntime has no
+    XNNPACK: only the Android/iOS packages carry it)."""
     ran = [(cpu, row) for cpu, row in rows.items() if row["ran"]]
     errs = [
         f"{cpu} {row['max_abs_err']:.2g}" + ("" if row["within_tolerance"] else " (over)") for cpu, row in ran
@@ -658,6 +661,13 @@ def aarch64_detail(rows: dict[str, dict]) -> str:
     asked = "+".join(p.removesuffix("ExecutionProvider") for p in first["requested_providers"])
     used = "+".join(p.removesuffix("ExecutionProvider") for p in first["providers"])
     ep = f"EP {asked} → {used}" if asked != used else f"EP {used}"
+    missing = [
+        p.removesuffix("ExecutionProvider")
+        for p in first["requested_providers"]
+        if available and p not in available
+    ]
+    if missing:
+        ep += f" ({'+'.join(missing)} is not in this onnxruntime wheel)"
     return f"max abs vs x86: {', '.join(errs)} (bound {first['tolerance']:.2g}); {ep}"
 
 
