@@ -41,7 +41,7 @@ PLAN: dict[str, dict[str, dict[str, Any]]] = {
         "kd": {"steps": 3000},
         "dafl": {"steps": 3000},
         "dfad": {"steps": 600},
-        "replay": {"steps": 1200},
+        "replay": {"steps": 2400},
     },
 }
 DATA_FREE = ("replay", "dafl", "dfad")
