@@ -448,3 +448,34 @@ def test_teacher_cache_keeps_features_beyond_half_precision():
     assert torch.isfinite(cache.features[0]).all()
     with torch.no_grad():
         assert torch.allclose(cache.features[0].float(), teacher[0](cache.inputs), rtol=1e-5)
+
+
+SIGINT_ON_A_BAD_ALT_STACK = """
+import ctypes, mmap, os, signal
+from edgedistill.distiller.trainer import stop_on_sigint
+class StackT(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+size = 1 << 16  # PROT_NONE (0): no signal frame can be written there
+unusable = libc.mmap(None, size, 0, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+assert libc.sigaltstack(ctypes.byref(StackT(unusable, 0, size)), None) == 0
+with stop_on_sigint() as stop:
+    os.kill(os.getpid(), signal.SIGINT)
+after = StackT()
+libc.sigaltstack(None, ctypes.byref(after))
+print("stopped" if stop.is_set() else "not stopped", after.ss_sp == unusable)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="sigaltstack through libc: Linux")
+def test_ctrl_c_survives_an_unusable_alternate_signal_stack():
+    """OpenVINO's CPU plugin leaves an alternate signal stack on a thread that compiled a model; a real
+    Ctrl-C delivered on it once segfaulted the whole test suite. Training's handler must not use it
+    (and puts it back after)."""
+    r = subprocess.run(
+        [sys.executable, "-c", SIGINT_ON_A_BAD_ALT_STACK], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, f"exit {r.returncode}: {r.stderr[-800:]}"
+    assert r.stdout.split() == ["stopped", "True"]

@@ -12,9 +12,11 @@ all-reduce. A checkpoint is written only between steps, so it is always whole.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -472,9 +474,36 @@ def stop_on_sigint() -> Iterator[threading.Event]:
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
-        yield stop
+        with _no_alternate_signal_stack():
+            yield stop
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class _StackT(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def _no_alternate_signal_stack() -> Iterator[None]:
+    """Python delivers its signals on the thread's alternate stack when there is one (SA_ONSTACK).
+    OpenVINO's CPU plugin leaves one on a thread that compiled a model, and a Ctrl-C delivered on it
+    later segfaulted the process (seen after NNCF calibration in the same process). While training
+    waits for Ctrl-C, the main thread has none; the previous one is put back after."""
+    if sys.platform != "linux":
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    old = _StackT()
+    if libc.sigaltstack(None, ctypes.byref(old)) != 0 or old.ss_flags & 2:  # 2: SS_DISABLE, none set
+        yield
+        return
+    off = _StackT(None, 2, 0)
+    libc.sigaltstack(ctypes.byref(off), None)
+    try:
+        yield
+    finally:
+        libc.sigaltstack(ctypes.byref(old), None)
 
 
 def _finite(losses: dict[str, float]) -> bool:
