@@ -452,7 +452,7 @@ def test_teacher_cache_keeps_features_beyond_half_precision():
 
 SIGINT_ON_A_BAD_ALT_STACK = """
 import ctypes, mmap, os, signal
-from edgedistill.distiller.trainer import stop_on_sigint
+from edgedistill.distiller.interrupt import stop_on_sigint
 class StackT(ctypes.Structure):
     _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
 libc = ctypes.CDLL(None, use_errno=True)

@@ -31,7 +31,7 @@ from edgedistill.datafree.augment import shift_flip
 from edgedistill.datafree.config import DataFreeConfig
 from edgedistill.datafree.generator import SampleGenerator, balanced_labels
 from edgedistill.distiller.ema import EMA
-from edgedistill.distiller.trainer import stop_on_sigint
+from edgedistill.distiller.interrupt import stop_on_sigint
 
 MAX_ROLLBACKS = 8
 

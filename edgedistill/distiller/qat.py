@@ -28,7 +28,7 @@ from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.hashing import file_sha256
 from edgedistill.core.spec import GeneratorSpec
 from edgedistill.distiller.fakequant import QatStudent, quant_point, student_topology
-from edgedistill.distiller.trainer import stop_on_sigint
+from edgedistill.distiller.interrupt import stop_on_sigint
 from edgedistill.onnxtools.qdq_trained import ACT_QMAX, ACT_QMIN, Topology
 
 QAT_FILE = "qat.json"
