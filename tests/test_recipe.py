@@ -17,6 +17,7 @@ from edgedistill.distiller.api import distill, resolve_device
 from edgedistill.distiller.config import DistillConfig
 from edgedistill.distiller.losses import colour_kd, d_feature_layers, d_feature_match, pixel_kd
 from edgedistill.distiller.teacher_cache import TeacherCache
+from edgedistill.distiller.trainer import PROBE_STEPS, PROBE_WARMUP, REFIT_UNTIL, BudgetFitter
 from edgedistill.metrics.bootstrap import frechet_ci, frechet_distance, mean_ci
 from edgedistill.models import create
 from edgedistill.models.loading import load_generator
@@ -104,6 +105,23 @@ def test_validation_keeps_the_best_ema_and_the_time_budget_fits_the_steps(tmp_pa
     assert metrics["steps"] == 21 and metrics["eval_inputs"] == 64
     for key in ("psnr_vs_teacher_ci", "channel_shift_pct", "max_channel_shift_pct", "feature_distance_ci"):
         assert key in metrics, key
+
+
+def test_the_time_budget_probe_leaves_out_warm_up_and_refits_until_the_decay():
+    fitter, wall, due = BudgetFitter(step=0, wall_s=0.0), 0.0, []
+    for step in range(1, 1001):
+        wall += 1.0 if step <= PROBE_WARMUP else 0.1  # a slow start: allocator, cuDNN, a cold cache
+        if fitter.due(step, wall, planned=1000):
+            due.append(step)
+            assert fitter.seconds_per_step(step, wall) == pytest.approx(0.1)
+    assert due[0] == PROBE_STEPS and due == list(range(PROBE_STEPS, int(REFIT_UNTIL * 1000), 100))
+
+
+def test_a_time_budget_never_runs_past_the_step_cap(tmp_path):
+    run = distill(DistillConfig(**TINY, steps=30, time_budget_s=1e4, val_every=0, out=str(tmp_path / "r")))
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["steps"] for r in rows if r.get("event") == "time_budget"] == [30]
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 30
 
 
 def test_a_gpu_asked_for_where_there_is_none_is_one_clear_error():

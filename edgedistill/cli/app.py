@@ -167,7 +167,10 @@ def distill(
         str, typer.Option(help="auto (a CUDA GPU when torch sees one) | cpu | cuda[:N]")
     ] = "auto",
     train_minutes: Annotated[
-        float | None, typer.Option(help="cap training time: --steps fitted to this machine's measured speed")
+        float | None,
+        typer.Option(
+            help="train this long: the step count is fitted to this machine's measured speed (--steps caps it)"
+        ),
     ] = None,
     seed: Annotated[int, typer.Option()] = 0,
     threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
@@ -205,11 +208,11 @@ def distill(
         )  # fmt: skip
         return
     from edgedistill.distiller.api import distill as run_distill
-    from edgedistill.distiller.config import DistillConfig
+    from edgedistill.distiller.config import BUDGET_STEP_CAP, DistillConfig
 
     cfg = DistillConfig(
         teacher=teacher, out=str(out), width=width, arch=parse_arch(arch), init=init, student_norm=student_norm,
-        data=str(data) if data else None, val_data=str(val_data) if val_data else None, steps=steps or 2000, batch=batch, patch=patch, lr=lr, lr_d=lr,
+        data=str(data) if data else None, val_data=str(val_data) if val_data else None, steps=steps or (BUDGET_STEP_CAP if train_minutes else 2000), batch=batch, patch=patch, lr=lr, lr_d=lr,
         lambda_pix=lambda_pix, lambda_feat=lambda_feat, lambda_adv=lambda_adv, lambda_gt=lambda_gt, pix_loss=pix_loss,
         lambda_dfeat=lambda_dfeat, lambda_colour=lambda_colour, cache_refresh=cache_refresh, val_every=val_every, eval_samples=eval_samples, colour_aug=colour_aug,
         device=device, time_budget_s=60.0 * train_minutes if train_minutes else None,

@@ -25,9 +25,12 @@ def compress(
     val_data: Annotated[
         Path | None, typer.Option(help="held-out image folder (default: a fixed tenth of --data)")
     ] = None,
-    steps: Annotated[int, typer.Option(help="distillation steps")] = 1000,
+    steps: Annotated[
+        int | None, typer.Option(help="distillation steps (default 1000; with --train-minutes a cap)")
+    ] = None,
     train_minutes: Annotated[
-        float | None, typer.Option(help="cap training time: steps fitted to this machine's measured speed")
+        float | None,
+        typer.Option(help="train this long: the step count is fitted to this machine's measured speed"),
     ] = None,
     cache: Annotated[int, typer.Option(help="teacher outputs precomputed for N inputs")] = 512,
     colour_aug: Annotated[
@@ -81,10 +84,15 @@ def compress(
 ) -> None:
     """Distill TEACHER, export the student for each --target, profile them all side by side."""
     from edgedistill.cli.console import console, parse_kwargs
+    from edgedistill.cli.datafree import wants_classifier
     from edgedistill.core.errors import EdgeDistillError
+    from edgedistill.distiller.config import BUDGET_STEP_CAP
     from edgedistill.pipeline.compress import CompressOptions
     from edgedistill.pipeline.compress import compress as run
 
+    if steps is None:  # a time budget fills itself; a classifier's distillation has none
+        fills = train_minutes and not wants_classifier(teacher, data_free)
+        steps = BUDGET_STEP_CAP if fills else 1000
     opts = CompressOptions(
         teacher=teacher, targets=list(target), out=out, width=width, steps=steps, data=data, val_data=val_data, cache=cache,
         precision=precision, size=size, calib_size=calib_size, min_psnr=min_psnr or None, threads=threads,
@@ -96,8 +104,6 @@ def compress(
     if colour_aug is not None:
         opts.distill_options["colour_aug"] = colour_aug
     if data_free:
-        from edgedistill.cli.datafree import wants_classifier
-
         wants_classifier(teacher, data_free)  # a generator teacher: one clear error
         if data is not None:
             raise EdgeDistillError("--data-free and --data contradict each other: drop one")

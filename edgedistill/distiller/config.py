@@ -33,6 +33,10 @@ DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
 }
 
 
+# --train-minutes without --steps: the budget alone decides how many steps
+BUDGET_STEP_CAP = 1_000_000
+
+
 @dataclass
 class DistillConfig:
     teacher: str
@@ -77,8 +81,8 @@ class DistillConfig:
     eval_samples: int | None = None
     # validate the EMA student every N steps, keep the best; None: steps/10; 0: off
     val_every: int | None = None
-    # train for at most this long: the steps are fitted to this machine's speed after the first
-    # PROBE_STEPS (a 2-core AVX2 box runs ~4x slower than an AMX Xeon), and the schedule follows
+    # train for this long: the steps (capped by `steps`) are fitted to this machine's measured speed
+    # and refitted until the decay (a 2-core AVX2 box runs ~4x slower than an AMX Xeon); the schedule follows
     time_budget_s: float | None = None
     qat_steps: int = 0  # >0: a final quantization-aware KD phase of this many steps (distiller/qat.py)
     checkpoint_every: int = 250

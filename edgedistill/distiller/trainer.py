@@ -46,6 +46,8 @@ from edgedistill.distiller.validation import BestKeeper
 
 MAX_ROLLBACKS = 3
 PROBE_STEPS = 20  # steps timed before a time budget fixes the step count
+PROBE_WARMUP = 5  # first steps the speed probe leaves out: allocator, cuDNN autotuning, a GPU's clocks
+REFIT_UNTIL = 0.6  # refit the step count until this fraction of it: before the learning rate decays
 
 
 @dataclass
@@ -112,6 +114,8 @@ class Trainer:
         self.ckpt_path = run_dir / "checkpoints" / "last.pt"
         self.best = BestKeeper(parts.teacher, parts.spec, parts.source, run_dir / "checkpoints" / "best.pt")
         self.val_every = max(cfg.steps // 10, 1) if cfg.val_every is None else cfg.val_every
+        self.step_cap = cfg.steps  # a time budget fits the step count under this
+        self.fitted_steps = 0  # the count last reported for the time budget
 
     # ------------------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -348,6 +352,7 @@ class Trainer:
         cfg = self.cfg
         task = progress.add_task("distill", total=cfg.steps, completed=self.step, losses="", speed="")
         rollbacks, t_last = 0, time.perf_counter()
+        budget = BudgetFitter(self.step, self.wall_s) if cfg.time_budget_s else None
         while self.step < cfg.steps and not self._on_any_rank(stop.is_set()):
             self._set_lr()
             t0 = time.perf_counter()
@@ -358,10 +363,6 @@ class Trainer:
                 continue
             rollbacks = 0
             self.step += 1
-            self.wall_s += time.perf_counter() - t0
-            if cfg.time_budget_s and self.step == PROBE_STEPS:
-                cfg = self._fit_budget()
-                progress.update(task, total=cfg.steps)
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 its = cfg.log_every / max(time.perf_counter() - t_last, 1e-9)
                 t_last = time.perf_counter()
@@ -375,10 +376,17 @@ class Trainer:
                 self.save_samples()
             if self.main and self.val_every and (self.step % self.val_every == 0 or self.step == cfg.steps):
                 self.validate()
+            self.wall_s += time.perf_counter() - t0  # the whole loop: validation and checkpoints count too
+            if budget is not None and budget.due(self.step, self.wall_s, cfg.steps):
+                cfg = self._fit_budget(budget.seconds_per_step(self.step, self.wall_s))
+                progress.update(task, total=cfg.steps)
 
-    def _fit_budget(self) -> DistillConfig:
-        """Steps that fit the time budget at this machine's measured speed (the slowest rank's)."""
-        per_step = self.wall_s / max(self.step, 1)
+    def _fit_budget(self, per_step: float) -> DistillConfig:
+        """Steps that fit the time budget at this machine's measured speed (the slowest rank's).
+
+        Called after PROBE_STEPS and again while the learning rate is still constant: a probe taken
+        while other work shares the machine (or a GPU still warming up) would otherwise fix a count
+        that fills half the budget."""
         if self.world > 1:
             import torch.distributed as dist
 
@@ -386,14 +394,16 @@ class Trainer:
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
             per_step = float(t.item())
         budget = float(self.cfg.time_budget_s or 0)
-        steps = max(PROBE_STEPS + 1, min(self.cfg.steps, int(budget / per_step)))
+        remaining = max(budget - self.wall_s, 0.0)
+        steps = max(self.step + 1, min(self.step_cap, self.step + int(remaining / per_step)))
         self.cfg = replace(self.cfg, steps=steps)
         if self.cfg.val_every is None:
             self.val_every = max(steps // 10, 1)
-        if self.main:
+        if self.main and abs(steps - self.fitted_steps) > 0.05 * self.fitted_steps:
+            self.fitted_steps = steps
             self.console.print(
                 f"this machine trains at {1 / per_step:.2f} it/s: {steps} steps fit the "
-                f"{budget:.0f} s budget (~{steps * per_step / 60:.1f} min)"
+                f"{budget:.0f} s budget (~{(self.wall_s + (steps - self.step) * per_step) / 60:.1f} min)"
             )
             self._append_metrics(
                 {"step": self.step, "event": "time_budget", "it_per_s": 1 / per_step, "steps": steps}
@@ -456,6 +466,35 @@ class Trainer:
 
 def _finite(losses: dict[str, float]) -> bool:
     return all(math.isfinite(v) for v in losses.values())
+
+
+class BudgetFitter:
+    """When to fit a time budget's step count, and the speed to fit it with.
+
+    The speed is measured from PROBE_WARMUP steps after the (re)start, so warm-up is not counted;
+    the count is fitted at PROBE_STEPS and refitted every tenth of the plan until REFIT_UNTIL of it,
+    so a change only moves where the decay begins. One early probe is not enough: it overestimated
+    the step time 2x on a GPU shared with two other runs building their caches."""
+
+    def __init__(self, step: int, wall_s: float) -> None:
+        self.start_step = step
+        self.ref: tuple[int, float] | None = None  # (step, wall) the speed is measured from
+        self.next_fit = step + PROBE_STEPS
+        self.fits = 0
+
+    def due(self, step: int, wall_s: float, planned: int) -> bool:
+        if self.ref is None and step - self.start_step >= PROBE_WARMUP:
+            self.ref = (step, wall_s)
+        if self.ref is None or step < self.next_fit or (self.fits and step >= REFIT_UNTIL * planned):
+            return False
+        self.fits += 1
+        self.next_fit = step + max(PROBE_STEPS, planned // 10)
+        return True
+
+    def seconds_per_step(self, step: int, wall_s: float) -> float:
+        assert self.ref is not None
+        ref_step, ref_wall = self.ref
+        return max(wall_s - ref_wall, 1e-9) / max(step - ref_step, 1)
 
 
 def _decay(step: int, steps: int) -> float:

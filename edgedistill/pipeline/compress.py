@@ -196,7 +196,7 @@ def _distill_config(opts: CompressOptions) -> DistillConfig:
     return DistillConfig(
         teacher=opts.teacher, out=str(opts.out / "student"), width=opts.width, steps=opts.steps, **build,
         data=str(opts.data) if opts.data else None, val_data=str(opts.val_data) if opts.val_data else None,
-        cache=opts.cache, threads=opts.threads, sample_every=max(opts.steps // 2, 1),
+        cache=opts.cache, threads=opts.threads, sample_every=max(min(opts.steps, 10_000) // 2, 1),
         **{"qat_steps": _qat_steps(opts), **opts.distill_options},
     )  # fmt: skip
 
@@ -300,6 +300,7 @@ def _float(text: Any) -> float | None:
 
 def _distill_stage(opts: CompressOptions, book: StageBook, log: Callable[[str], None]) -> Path:
     from edgedistill.distiller.api import distill
+    from edgedistill.distiller.config import BUDGET_STEP_CAP
 
     cfg = _distill_config(opts)
     run_dir = Path(cfg.out)
@@ -320,7 +321,9 @@ def _distill_stage(opts: CompressOptions, book: StageBook, log: Callable[[str], 
         if "arch" in opts.distill_options
         else f"width {opts.width}"
     )
-    log(f"distill: {opts.teacher} -> {shape}, {opts.steps} steps")
+    budget = opts.distill_options.get("time_budget_s")
+    how_long = f"{budget / 60:g} min" if budget and opts.steps == BUDGET_STEP_CAP else f"{opts.steps} steps"
+    log(f"distill: {opts.teacher} -> {shape}, {how_long}")
     distill(cfg, resume=resume)
     book.mark("distill", fp)
     m = json.loads((run_dir / "metrics.json").read_text())
