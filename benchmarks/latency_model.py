@@ -10,7 +10,9 @@ latency on random candidates, per target and precision.
 modelled (a quiet one: the ratio of two noisy numbers says little). Candidates: the resnet family with
 random per-stage widths, residual blocks, upsampling op (ConvTranspose | nearest/bilinear resize +
 conv | PixelShuffle), stem/head kernel and block type. The whole-model fit (`a + b * kernels + c *
-blocks`) is made on the reference models only (search/latency.py REFERENCES), never on the candidates.
+other blocks + d * upsampling blocks`, search/latency_fit.py) is made on the reference models only
+(search/latency.py REFERENCES), never on the candidates; benchmarks/latency_fit_variants.py compares
+fit forms on these measurements offline.
 """
 
 from __future__ import annotations
@@ -224,7 +226,7 @@ def time_all(out: Path, threads: int | None, min_time: float, only: str = "", cl
 
 # ------------------------------------------------------------------------------------------ report
 def report(out: Path, results: Path) -> dict[str, Any]:
-    from edgedistill.search.latency import overhead_fit, whole_ms
+    from edgedistill.search.latency import is_upsampling, overhead_fit, whole_ms
 
     summary: dict[str, Any] = {"configs": []}
     lines = []
@@ -239,29 +241,34 @@ def report(out: Path, results: Path) -> dict[str, Any]:
         clock = tim.get("clock", "wall")
         blocks = tim["blocks"]
 
-        def parts(name: str, plan: dict = plan, blocks: dict = blocks) -> tuple[float, int]:
+        def parts(name: str, plan: dict = plan, blocks: dict = blocks) -> tuple[float, int, float]:
+            """Blocks' ms, kernels, and the upsampling blocks' ms (the fit scales them apart)."""
             keys = plan["models"][name]["blocks"]
-            return sum(blocks[k]["ms"] for k in keys), sum(blocks[k]["kernels"] for k in keys)
+            up = sum(blocks[k]["ms"] for k in keys if is_upsampling(plan["blocks"][k]["desc"]))
+            return sum(blocks[k]["ms"] for k in keys), sum(blocks[k]["kernels"] for k in keys), up
 
         refs = [n for n, m in plan["models"].items() if m["role"] == "ref"]
         cands = [n for n, m in plan["models"].items() if m["role"] == "cand"]
         ref_parts = [parts(n) for n in refs]
         fit = overhead_fit(
-            [k for _, k in ref_parts], [s for s, _ in ref_parts], [tim["whole"][n]["p50"] for n in refs]
+            [k for _, k, _ in ref_parts],
+            [s for s, _, _ in ref_parts],
+            [tim["whole"][n]["p50"] for n in refs],
+            [u for _, _, u in ref_parts],
         )
         rows = []
         for n in cands:
-            s, k = parts(n)
-            pred = whole_ms(fit, s, k)
+            s, k, u = parts(n)
+            pred = whole_ms(fit, s, k, u)
             meas = tim["whole"][n]["p50"]
             rows.append({"model": n, "arch": plan["models"][n]["kwargs"], "predicted_ms": round(pred, 3),
-                         "measured_ms": round(meas, 3), "blocks_ms": round(s, 3), "kernels": k,
+                         "measured_ms": round(meas, 3), "blocks_ms": round(s, 3), "up_ms": round(u, 3), "kernels": k,
                          "err_pct": round(100 * (pred - meas) / meas, 2), "cv": tim["whole"][n]["cv"]})  # fmt: skip
         errs = np.abs([r["err_pct"] for r in rows])
         # the fit as it was made before: on the three plain ResNets only (REFERENCES' first three)
         plain = overhead_fit(
-            [k for _, k in ref_parts[:3]],
-            [s for s, _ in ref_parts[:3]],
+            [k for _, k, _ in ref_parts[:3]],
+            [s for s, _, _ in ref_parts[:3]],
             [tim["whole"][n]["p50"] for n in refs[:3]],
         )
         plain_errs = np.abs(

@@ -22,6 +22,7 @@ from edgedistill.models.registry import create
 from edgedistill.onnxtools.qdq import compute_ranges, quantize_qdq
 from edgedistill.search import block_timing, deploy, latency
 from edgedistill.search.block_timing import Kernel, summarize
+from edgedistill.search.blocks import Block
 
 SIZE = (32, 32)
 
@@ -191,3 +192,72 @@ def test_blocks_measured_over_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         )
     finally:
         _stop(proc)
+
+
+def _refs_with_upsampling(n: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    kernels = rng.integers(20, 150, n).astype(float)
+    blocks = rng.uniform(10, 90, n)
+    up = blocks * rng.uniform(0.05, 0.5, n)  # each reference upsamples in its own share
+    return kernels, blocks, up
+
+
+def test_overhead_fit_scales_upsampling_blocks_apart() -> None:
+    """Upsampling blocks cost more timed alone than inside their model: with enough references
+    the fit gives them their own scale d, and whole_ms applies it to their share only."""
+    kernels, blocks, up = _refs_with_upsampling()
+    whole = 1.0 + 0.02 * kernels + 0.8 * (blocks - up) + 0.5 * up
+    fit = latency.overhead_fit(kernels.tolist(), blocks.tolist(), whole.tolist(), up.tolist())
+    assert fit == pytest.approx({"a": 1.0, "b": 0.02, "c": 0.8, "d": 0.5}, abs=1e-6)
+    assert latency.whole_ms(fit, 50.0, 100, up_ms=20.0) == pytest.approx(1.0 + 2.0 + 24.0 + 10.0)
+    one = latency.overhead_fit(kernels.tolist(), blocks.tolist(), whole.tolist())
+    assert "d" not in one, "without the split asked for, one scale as before"
+    assert latency.whole_ms(one, 50.0, 100, up_ms=20.0) == pytest.approx(latency.whole_ms(one, 50.0, 100))
+
+
+def test_overhead_fit_keeps_one_scale_when_references_cannot_carry_the_split() -> None:
+    kernels, blocks, up = _refs_with_upsampling()
+    one_scale = 0.5 + 0.01 * kernels + 0.7 * blocks
+    # d above c (upsampling cheaper alone than inside): not what cutting does, so noise
+    wrong_way = 0.5 + 0.01 * kernels + 0.7 * (blocks - up) + 1.2 * up
+    fit = latency.overhead_fit(kernels.tolist(), blocks.tolist(), wrong_way.tolist(), up.tolist())
+    assert "d" not in fit and 0.25 < fit["c"] < 2
+    # fewer references than MIN_REFS_FOR_SPLIT: no d, the old fit
+    few = latency.MIN_REFS_FOR_SPLIT - 1
+    fit = latency.overhead_fit(
+        kernels[:few].tolist(), blocks[:few].tolist(), one_scale[:few].tolist(), up[:few].tolist()
+    )
+    assert "d" not in fit and fit["c"] == pytest.approx(0.7)
+    # every reference upsamples in the same share: d cannot be told from c
+    same = (0.3 * blocks).tolist()
+    fit = latency.overhead_fit(kernels.tolist(), blocks.tolist(), one_scale.tolist(), same)
+    assert "d" not in fit and fit["c"] == pytest.approx(0.7)
+
+
+def test_is_upsampling_reads_the_block_ops() -> None:
+    assert latency.is_upsampling("ConvTranspose 3x3 32->16 s2 @64x64+InstanceNormalization+Relu")
+    assert latency.is_upsampling("Conv 3x3 32->16 s1 @128x128+Resize+InstanceNormalization+Relu")
+    assert latency.is_upsampling("Conv 3x3 32->128 s1 @64x64+DepthToSpace+InstanceNormalization+Relu")
+    assert not latency.is_upsampling("Conv 7x7 3->8 s1 @262x262+Pad+InstanceNormalization+Relu (kept fp32)")
+    assert not latency.is_upsampling("Conv 3x3 32->32 s1 dw @66x66+Pad")
+
+
+def test_table_predict_scales_upsampling_blocks_apart(tmp_path: Path) -> None:
+    """LatencyTable.predict splits the blocks' ms by the table's descriptions and applies the fit."""
+    table = latency.LatencyTable(
+        tmp_path / "t.json", {"format": latency.TABLE_FORMAT}, {"blocks": {}, "overhead": {}}
+    )
+    descs = {
+        "stem": "Conv 7x7 3->8 s1 @262x262+Pad+InstanceNormalization+Relu",
+        "up": "Conv 3x3 16->8 s1 @256x256+Resize+InstanceNormalization+Relu",
+    }
+    for key, ms in (("stem", 4.0), ("up", 6.0)):
+        table.data["blocks"][key] = {"desc": descs[key], "ms": ms, "kernels": 3, "precision": {"fp32": ms}}
+    blocks = [Block(k, descs[k], [k], [], []) for k in ("stem", "up", "up")]
+    table.put_overhead("image", (64, 64), {"a": 1.0, "b": 0.1, "c": 0.9, "d": 0.5})
+    pred = table.predict(blocks, "image", (64, 64))
+    assert pred.blocks_ms == pytest.approx(16.0) and pred.up_ms == pytest.approx(12.0) and pred.kernels == 9
+    assert pred.ms == pytest.approx(1.0 + 0.9 + 0.9 * 4.0 + 0.5 * 12.0)
+    plain = table.predict(blocks, "image", (64, 64), with_overhead=False)
+    assert plain.ms == pytest.approx(16.0), "without the overhead: the blocks' plain sum"
+    assert latency.TABLE_FORMAT >= 4, "tables fitted with one scale must be refitted"

@@ -1,0 +1,97 @@
+"""The whole-model fit: how a model's measured blocks add up to the model measured whole.
+
+    whole = a + b * kernels + c * other blocks + d * upsampling blocks
+
+A whole model is not the sum of its blocks: the session call, the output copy and the gaps between
+kernels add, and cutting a model into blocks adds (layout reorders and profiling at every block
+edge, fusions a block cannot make). The cut does not cost every block alike: an upsampling block
+(ConvTranspose, a Resize feeding a conv, a conv followed by DepthToSpace) times alone at up to twice
+its share of the whole model, the others near theirs. One scale for all blocks over-predicts the
+candidates that upsample by resize or PixelShuffle (ORT int8 by 14 to 37 %); a second scale d for
+the upsampling blocks took ±10 % from 40 to 65 % (ORT int8), 40 to 65 % (OpenVINO fp32) and 45 to
+80 % (OpenVINO int8) of 20 random candidates, fitted on the same 8 references; in leave-one-out
+over a second (loaded) run's candidates, 60 to 75 % and 25 to 50 % on OpenVINO, ORT unchanged
+(benchmarks/latency_fit_variants.py).
+
+Eight references cannot pin many terms, so each extra one has to earn its place: the split needs
+MIN_REFS_FOR_SPLIT references, some with and some without much upsampling, and is kept only when
+it finds what cutting does (d below c, both in (0.25, 2)); otherwise one scale c for all blocks,
+and with fewer than MIN_REFS_FOR_SCALE references c = 1 and only a + b * kernels is fitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+MIN_REFS_FOR_SCALE = 5  # fewer references fit a and b only (c = 1): three points cannot pin three terms
+MIN_REFS_FOR_SPLIT = 6  # a, b, c, d and two degrees of freedom left to tell a split from noise
+SCALE_RANGE = (0.25, 2.0)  # a block scale outside this is a fit to noise
+# the ops that make a block an upsampling one, as blocks._describe names them ("ConvTranspose 3x3
+# 32->16 s2 @64x64+InstanceNormalization+Relu", "Conv 3x3 ... +Resize+...", "... +DepthToSpace+...")
+UPSAMPLING_ANCHORS = ("ConvTranspose",)
+UPSAMPLING_OPS = ("Resize", "Upsample", "DepthToSpace")
+
+
+def is_upsampling(desc: str) -> bool:
+    """Whether a block (by its table description) upsamples: those are the blocks that cost more
+    timed alone than inside their model, so the fit scales them apart."""
+    head, *ops = desc.split(" (kept")[0].split("+")
+    return head.split(" ")[0] in UPSAMPLING_ANCHORS or any(op in UPSAMPLING_OPS for op in ops)
+
+
+def overhead_fit(
+    kernels: Sequence[int],
+    blocks_ms: Sequence[float],
+    whole: Sequence[float],
+    up_ms: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """Least squares whole-model ms over the references: a + b * kernels + c * other + d * up
+    (`up_ms`: each reference's upsampling blocks' ms, part of its `blocks_ms`).
+
+    The split (d) is kept only with MIN_REFS_FOR_SPLIT references, upsampling shares that differ,
+    and 0.25 < d < c < 2; otherwise one scale (d = c) as before: with fewer than MIN_REFS_FOR_SCALE
+    references, or a scale outside (0.25, 2) (a fit to noise), c stays 1 and the residual is fitted
+    as a + b * kernels, with a negative per-kernel cost (noise again) falling back to the mean residual."""
+    k = np.asarray(kernels, dtype=np.float64)
+    s = np.asarray(blocks_ms, dtype=np.float64)
+    y = np.asarray(whole, dtype=np.float64)
+    split = _split_fit(k, s, y, np.asarray(up_ms, dtype=np.float64)) if up_ms is not None else None
+    if split is not None:
+        return split
+    lo, hi = SCALE_RANGE
+    if len(y) >= MIN_REFS_FOR_SCALE:
+        (a, b, c), *_ = np.linalg.lstsq(np.c_[np.ones_like(k), k, s], y, rcond=None)
+        if lo < c < hi:
+            return {"a": float(a), "b": float(b), "c": float(c)}
+    r = y - s
+    a, b = float(np.mean(r)), 0.0
+    if len(set(k.tolist())) > 1:
+        slope, icept = np.polyfit(k, r, 1)
+        if slope >= 0:
+            a, b = float(icept), float(slope)
+    return {"a": a, "b": b, "c": 1.0}
+
+
+def _split_fit(k: np.ndarray, s: np.ndarray, y: np.ndarray, up: np.ndarray) -> dict[str, Any] | None:
+    """a + b * k + c * (s - up) + d * up, or None where the references cannot carry d."""
+    if len(y) < MIN_REFS_FOR_SPLIT or up.shape != s.shape:
+        return None
+    design = np.c_[np.ones_like(k), k, s - up, up]
+    if np.linalg.matrix_rank(design) < design.shape[1]:
+        return None  # every reference upsamples in the same share (or none does): d is not seen
+    (a, b, c, d), *_ = np.linalg.lstsq(design, y, rcond=None)
+    lo, hi = SCALE_RANGE
+    if not lo < d < c < hi:
+        return None  # d above c is the opposite of what cutting does: noise, one scale is safer
+    return {"a": float(a), "b": float(b), "c": float(c), "d": float(d)}
+
+
+def whole_ms(fit: dict[str, Any], blocks_ms: float, kernels: int, up_ms: float = 0.0) -> float:
+    """A whole model's predicted ms from its blocks' sum (`up_ms` of it upsampling blocks) and its
+    kernel count (see overhead_fit); a fit without d scales every block by c."""
+    c = fit.get("c", 1.0)
+    d = fit.get("d", c)
+    return fit["a"] + fit["b"] * kernels + c * (blocks_ms - up_ms) + d * up_ms

@@ -1,0 +1,156 @@
+"""The latency table: measured blocks and the whole-model fit, cached per target and machine.
+
+One JSON file per target, precision, host, threads and runtime version (all in its name's digest),
+so a table is never read for a machine or runtime it was not measured on; the search reuses it
+across every candidate with the same blocks. TABLE_FORMAT is part of the digest: a fit whose form
+changed is refitted, never read under the new form.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgedistill.core.atomic import write_text_atomic
+from edgedistill.core.errors import EdgeDistillError
+from edgedistill.core.targets import Target
+from edgedistill.search.block_timing import BlockTiming
+from edgedistill.search.blocks import Block
+from edgedistill.search.latency_fit import is_upsampling, whole_ms
+
+TABLE_FORMAT = 4  # 4: the fit scales upsampling blocks apart (d); 3: one scale on the blocks (c)
+
+
+@dataclass
+class Prediction:
+    """A predicted latency and what it is made of."""
+
+    ms: float
+    blocks_ms: float
+    overhead_ms: float
+    kernels: int
+    rows: list[dict[str, Any]] = field(default_factory=list)  # per distinct block: desc, count, ms, precision
+    table: str = ""
+    up_ms: float = 0.0  # of blocks_ms, the upsampling blocks' (scaled apart by the fit)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ms": round(self.ms, 4),
+            "blocks_ms": round(self.blocks_ms, 4),
+            "up_ms": round(self.up_ms, 4),
+            "overhead_ms": round(self.overhead_ms, 4),
+            "kernels": self.kernels,
+            "rows": self.rows,
+            "table": self.table,
+        }
+
+
+class LatencyTable:
+    """Per-block ms and the overhead fit for one target + precision + host + threads + runtime."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], data: dict[str, Any]) -> None:
+        self.path = path
+        self.meta = meta
+        self.data = data
+
+    @classmethod
+    def open(
+        cls, tgt: Target, host: str | None, threads: int | None, cache_dir: str | Path | None = None
+    ) -> LatencyTable:
+        """The table for this target and machine, read from the cache when its meta matches."""
+        runtime = _runtime_version(tgt.backend) if host is None else None
+        meta = {
+            "format": TABLE_FORMAT,
+            "target": tgt.name,
+            "precision": tgt.precision,
+            "backend": tgt.backend,
+            "host": host or f"local:{platform.node()}",
+            "threads": threads or tgt.threads,
+            "runtime": runtime,
+            "options": tgt.options,
+        }
+        digest = hashlib.sha1(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        name = f"{tgt.name}-{tgt.precision}-{_slug(meta['host'])}-{digest}.json"
+        path = Path(cache_dir or default_cache_dir()) / name
+        data: dict[str, Any] = {"blocks": {}, "overhead": {}}
+        if path.is_file():
+            try:
+                old = json.loads(path.read_text())
+                if old.get("meta") == json.loads(json.dumps(meta, default=str)):
+                    data = {"blocks": old.get("blocks", {}), "overhead": old.get("overhead", {})}
+            except (OSError, json.JSONDecodeError):
+                pass  # a broken cache is remeasured, never trusted
+        return cls(path, meta, data)
+
+    def block(self, key: str) -> dict[str, Any] | None:
+        return self.data["blocks"].get(key)
+
+    def put_block(self, block: Block, timing: BlockTiming) -> None:
+        self.data["blocks"][block.key] = {"desc": block.desc, "macs": block.macs, **timing.to_dict()}
+
+    def overhead(self, kind: str, size: tuple[int, int] | None) -> dict[str, Any] | None:
+        return self.data["overhead"].get(io_key(kind, size))
+
+    def put_overhead(self, kind: str, size: tuple[int, int] | None, fit: dict[str, Any]) -> None:
+        self.data["overhead"][io_key(kind, size)] = fit
+
+    def save(self) -> Path:
+        text = json.dumps({"meta": self.meta, **self.data}, indent=1, default=str) + "\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return write_text_atomic(self.path, text)
+
+    def predict(
+        self, blocks: Sequence[Block], kind: str, size: tuple[int, int] | None, with_overhead: bool = True
+    ) -> Prediction:
+        """The blocks' ms from the table, through the whole-model fit (or their plain sum)."""
+        rows: dict[str, dict[str, Any]] = {}
+        total, up, kernels = 0.0, 0.0, 0
+        for b in blocks:
+            entry = self.block(b.key)
+            if entry is None:
+                raise EdgeDistillError(f"block {b.desc} is not in {self.path}: measure it first")
+            total += entry["ms"]
+            kernels += entry["kernels"]
+            if is_upsampling(entry.get("desc", b.desc)):
+                up += entry["ms"]
+            row = rows.setdefault(
+                b.key, {"block": entry["desc"], "count": 0, "ms": entry["ms"], "precision": _main(entry)}
+            )
+            row["count"] += 1
+        fit = (self.overhead(kind, size) if with_overhead else None) or {"a": 0.0, "b": 0.0, "c": 1.0}
+        ms = whole_ms(fit, total, kernels, up)
+        return Prediction(ms, total, ms - total, kernels, list(rows.values()), str(self.path), up)
+
+
+def default_cache_dir() -> Path:
+    """$EDGEDISTILL_CACHE, else the XDG cache: tables outlive a run, the search reuses them."""
+    root = os.environ.get("EDGEDISTILL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgedistill"
+    )
+    return Path(root) / "latency"
+
+
+def io_key(kind: str, size: tuple[int, int] | None) -> str:
+    """The fit's key in a table: one fit per generator kind and input size."""
+    return f"{kind}@{size[0]}x{size[1]}" if size else kind
+
+
+def _main(entry: dict[str, Any]) -> str:
+    mix = entry.get("precision") or {}
+    return max(mix, key=mix.get) if mix else ""
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in text)[:60]
+
+
+def _runtime_version(backend: str) -> str | None:
+    from edgedistill.core.versions import installed_versions
+
+    return installed_versions([backend]).get(backend)
