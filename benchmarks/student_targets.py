@@ -69,6 +69,7 @@ def keep(path: Path, into: Path) -> None:
     doc = json.loads((d / "metrics.json").read_text())
     if (d / "config.json").exists():
         doc["config"] = json.loads((d / "config.json").read_text())
+        doc["config"]["out"] = f"runs/{d.name}"  # where it ran is no evidence, and an absolute path leaks
     into.mkdir(parents=True, exist_ok=True)
     (into / f"{d.name}.json").write_text(json.dumps(doc, indent=1) + "\n")
 

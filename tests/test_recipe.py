@@ -14,10 +14,10 @@ from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.quality import channel_shift, psnr, psnr_per_image
 from edgedistill.data.sources import NoiseSource
 from edgedistill.distiller.api import distill, resolve_device
+from edgedistill.distiller.budget import PROBE_STEPS, PROBE_WARMUP, REFIT_UNTIL, BudgetFitter
 from edgedistill.distiller.config import DistillConfig
 from edgedistill.distiller.losses import colour_kd, d_feature_layers, d_feature_match, pixel_kd
 from edgedistill.distiller.teacher_cache import TeacherCache
-from edgedistill.distiller.trainer import PROBE_STEPS, PROBE_WARMUP, REFIT_UNTIL, BudgetFitter
 from edgedistill.metrics.bootstrap import frechet_ci, frechet_distance, mean_ci
 from edgedistill.models import create
 from edgedistill.models.loading import load_generator
