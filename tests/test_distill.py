@@ -27,7 +27,7 @@ TINY = {"teacher": "digits-dcgan", "width": 0.25, "batch": 4, "checkpoint_every"
 # alone or under torchrun. It records each step's inputs, can turn one rank's batch into NaN or send
 # itself two Ctrl-C in the middle of a step, and writes rank<R>.pt when training completes.
 WORKER = r'''
-import json, os, signal, sys
+import json, os, signal, sys, time
 from dataclasses import replace
 from pathlib import Path
 
@@ -73,6 +73,9 @@ class Recorded:
 
 parts.source = Recorded(parts.source)
 trainer = Trainer(cfg, parts, Path(cfg.out), rank, world)
+if rank == opts.get("slow_rank"):  # slow after the step's last collective: this rank's clock runs ahead
+    _save = trainer.save_checkpoint
+    trainer.save_checkpoint = lambda: (time.sleep(0.3), _save())
 d_calls = {}
 
 
@@ -301,6 +304,19 @@ def test_ddp_ranks_stay_identical_on_different_batches(tmp_path):
     # different batches, same weights: the gradients were averaged across ranks
     moved = [k for k in r0["initial"] if not torch.equal(r0["initial"][k], r0["trainable"][k])]
     assert moved, "no weight changed: nothing was trained"
+    for part in ("trainable", "d", "ema"):
+        _assert_same(r0[part], r1[part], part)
+
+
+def test_ddp_ranks_fit_one_step_count_to_a_time_budget(tmp_path):
+    """Each rank's clock differs: fitted alone, the counts could differ and one rank would wait
+    forever in an all-reduce the other never reaches. The slowest rank's speed and clock decide."""
+    out = tmp_path / "ddp"
+    opts = {"out": str(out), "steps": 400, "slow_rank": 1, "cfg": {"time_budget_s": 8.0, "val_every": 0}}
+    rc, err = _run_worker(tmp_path, opts, nproc=2)
+    assert rc == 0, err[-2000:]
+    r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert 20 < r0["step"] == r1["step"] < 400
     for part in ("trainable", "d", "ema"):
         _assert_same(r0[part], r1[part], part)
 

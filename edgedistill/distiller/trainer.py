@@ -385,14 +385,15 @@ class Trainer:
         Called after PROBE_STEPS and again while the learning rate is still constant: a probe taken
         while other work shares the machine (or a GPU still warming up) would otherwise fix a count
         that fills half the budget."""
-        if self.world > 1:
+        wall = self.wall_s
+        if self.world > 1:  # every rank must fit the same count: the slowest rank's speed and clock
             import torch.distributed as dist
 
-            t = torch.tensor([per_step])
+            t = torch.tensor([per_step, wall])
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            per_step = float(t.item())
+            per_step, wall = (float(v) for v in t.tolist())
         budget = float(self.cfg.time_budget_s or 0)
-        remaining = max(budget - self.wall_s, 0.0)
+        remaining = max(budget - wall, 0.0)
         steps = max(self.step + 1, min(self.step_cap, self.step + int(remaining / per_step)))
         self.cfg = replace(self.cfg, steps=steps)
         if self.cfg.val_every is None:
@@ -401,7 +402,7 @@ class Trainer:
             self.fitted_steps = steps
             self.console.print(
                 f"this machine trains at {1 / per_step:.2f} it/s: {steps} steps fit the "
-                f"{budget:.0f} s budget (~{(self.wall_s + (steps - self.step) * per_step) / 60:.1f} min)"
+                f"{budget:.0f} s budget (~{(wall + (steps - self.step) * per_step) / 60:.1f} min)"
             )
             self._append_metrics(
                 {"step": self.step, "event": "time_budget", "it_per_s": 1 / per_step, "steps": steps}
