@@ -37,12 +37,21 @@ def checks(m: dict[str, Any], teacher: str) -> dict[str, bool]:
     return out
 
 
+def load(path: Path) -> dict[str, Any]:
+    """A run directory's metrics with its config under "config", or a file `keep` wrote."""
+    if not path.is_dir():
+        return json.loads(path.read_text())
+    doc = json.loads((path / "metrics.json").read_text())
+    if (path / "config.json").exists():
+        doc["config"] = json.loads((path / "config.json").read_text())
+        doc["config"]["out"] = f"runs/{path.name}"  # where it ran is no evidence, and an absolute path leaks
+    return doc
+
+
 def row(path: Path) -> dict[str, Any]:
-    metrics_path = path / "metrics.json" if path.is_dir() else path
-    m = json.loads(metrics_path.read_text())
-    cfg_path = metrics_path.with_name("config.json") if path.is_dir() else None
-    cfg = json.loads(cfg_path.read_text()) if cfg_path and cfg_path.exists() else m.get("config", {})
-    teacher = cfg.get("teacher", m.get("teacher", "?"))
+    m = load(path)
+    cfg = m.get("config", {})
+    teacher = cfg.get("teacher", "?")
     return {
         "run": path.name if path.is_dir() else path.stem,
         "teacher": teacher,
@@ -65,13 +74,8 @@ def row(path: Path) -> dict[str, Any]:
 
 def keep(path: Path, into: Path) -> None:
     """Copy a run's metrics + config into one JSON (`into/NAME.json`): the evidence, without weights."""
-    d = path if path.is_dir() else path.parent
-    doc = json.loads((d / "metrics.json").read_text())
-    if (d / "config.json").exists():
-        doc["config"] = json.loads((d / "config.json").read_text())
-        doc["config"]["out"] = f"runs/{d.name}"  # where it ran is no evidence, and an absolute path leaks
     into.mkdir(parents=True, exist_ok=True)
-    (into / f"{d.name}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (into / f"{path.name}.json").write_text(json.dumps(load(path), indent=1) + "\n")
 
 
 def main() -> None:
