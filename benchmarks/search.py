@@ -29,7 +29,7 @@ from edgedistill.search import space as sp
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
 SCRATCH = ROOT / "scratch" / "search" / "bench"
-KEYS = ("psnr_vs_teacher", "ssim_vs_teacher", "fid", "kid")
+KEYS = ("psnr_vs_teacher", "ssim_vs_teacher", "feature_distance", "psnr_vs_target", "channel_shift_pct")
 
 
 def default_budget(teacher: str, target: str, size: tuple[int, int]) -> float:
@@ -58,6 +58,7 @@ def run_pair(args: argparse.Namespace, target: str, budget: float) -> dict:
         "measured_ms": {k: p50.get(k) for k in arts},
         "searched": {k: searched["student_metrics"].get(k) for k in KEYS},
         "uniform": {k: uniform["student_metrics"].get(k) for k in KEYS},
+        "timings": {"searched": searched.get("timings"), "uniform": uniform.get("timings")},
         "pareto_png": str(base / "searched" / "search" / "pareto.png"),
     }  # fmt: skip
 
@@ -79,15 +80,20 @@ def main() -> None:
         for budget in budgets:
             rows.append(run_pair(args, target, budget))
             print(json.dumps(rows[-1]), flush=True)
+            write_results(args, rows)  # each pair is ~40 min: a stopped run keeps what it measured
+
+
+def write_results(args: argparse.Namespace, rows: list[dict]) -> None:
     host = host_info(args.threads)
     lines = [f"{host['cpu']} ({', '.join(host['isa'])}), {args.threads} threads, {args.steps} distillation steps", "",
-             "| target | budget ms | student | measured ms | PSNR vs T dB | SSIM | architecture |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| target | budget ms | student | measured ms | PSNR vs T dB | SSIM | FD | search s | architecture |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         for who in ("searched", "uniform"):
             arch = sp.describe(r["searched_arch"]) if who == "searched" else f"--width {r['uniform_width']}"
             ms = r["measured_ms"].get(who)
             lines.append(f"| {r['target']} | {r['budget_ms']:g} | {who} | {ms if ms is None else f'{ms:.2f}'} | "
-                         f"{r[who]['psnr_vs_teacher']} | {r[who]['ssim_vs_teacher']} | {arch} |")  # fmt: skip
+                         f"{r[who]['psnr_vs_teacher']} | {r[who]['ssim_vs_teacher']} | {r[who]['feature_distance']} | "
+                         f"{(r['timings'][who] or {}).get('search_s', '')} | {arch} |")  # fmt: skip
     print("\n".join(lines))
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_text_atomic(

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from edgedistill.core.spec import GeneratorSpec, TensorSpec
-from edgedistill.distiller.student import make_student, save_pt2
+from edgedistill.distiller.pruned import save_pt2
+from edgedistill.distiller.student import make_student
 
 
 class UserNet(torch.nn.Module):

@@ -205,7 +205,8 @@ def test_targets_lists_profiles():
 def test_pruned_custom_module_run_exports(tmp_path):
     """A student of an arbitrary nn.Module is a torch.export program (.pt2): it exports too."""
     from edgedistill.core.spec import GeneratorSpec, TensorSpec
-    from edgedistill.distiller.student import make_student, save_pt2
+    from edgedistill.distiller.pruned import save_pt2
+    from edgedistill.distiller.student import make_student
 
     class Tiny(torch.nn.Module):
         def __init__(self) -> None:
@@ -264,7 +265,7 @@ def test_malformed_teacher_recipe_stops_export(tmp_path, monkeypatch, recipe, fa
 def test_fixed_size_student_program_export_says_static(tmp_path):
     """A student .pt2 fixed at 32x32 exports at 32x32 for a dynamic-shape target, and says why."""
     from edgedistill.core.spec import GeneratorSpec, TensorSpec
-    from edgedistill.distiller.student import save_pt2
+    from edgedistill.distiller.pruned import save_pt2
 
     class SizeBound(torch.nn.Module):
         def __init__(self) -> None:

@@ -205,7 +205,7 @@ class _SizeBound(nn.Module):
 
 
 def _program(tmp_path, module: nn.Module) -> nn.Module:
-    from edgedistill.distiller.student import save_pt2
+    from edgedistill.distiller.pruned import save_pt2
 
     path = save_pt2(module.eval(), (torch.rand(1, 3, 32, 32),), tmp_path / "student.pt2")
     return torch.export.load(str(path)).module()

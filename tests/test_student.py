@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from edgedistill.core.errors import EdgeDistillError
-from edgedistill.distiller.student import make_student, save_pt2
+from edgedistill.distiller.pruned import save_pt2
+from edgedistill.distiller.student import make_student
 from edgedistill.models import GeneratorSpec, TensorSpec, create, spec_for_family
 from edgedistill.models.loading import load_generator
 

@@ -23,7 +23,8 @@ from edgedistill.distiller.config import DistillConfig
 from edgedistill.distiller.evaluate import evaluate_student
 from edgedistill.distiller.features import feature_channels, kd_layer_names
 from edgedistill.distiller.losses import FeatureKD
-from edgedistill.distiller.student import make_student, make_student_from_arch, save_pt2
+from edgedistill.distiller.pruned import save_pt2
+from edgedistill.distiller.student import make_student, make_student_from_arch
 from edgedistill.distiller.trainer import Parts, Trainer
 from edgedistill.metrics.feature_distance import FeatureNet, load_feature_net
 from edgedistill.models.embedded import embedded_teachers
