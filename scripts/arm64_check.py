@@ -3,11 +3,11 @@
     sudo .venv/bin/python scripts/arm64_check.py [--out DIR] [--json FILE] [--markdown FILE] [--ledger FILE]
 
 On an x86_64 Debian/Ubuntu host with root it builds (once; cached under scratch/arm64/, keyed by
-its package list) a Debian bookworm arm64 userland with mmdebstrap, installs the aarch64 wheels of
-this venv's onnxruntime, numpy and pillow there with pip, and runs it with qemu-user through
-binfmt_misc. It exports a tiny ResNet student (32x32) for every precision of every aarch64 target
+its package list: arm64_userland.py) a Debian bookworm arm64 userland with mmdebstrap, installs the
+aarch64 wheels of this venv's onnxruntime, numpy and pillow there with pip, and runs it with
+qemu-user through binfmt_misc. It exports a tiny ResNet student (32x32) for every precision of every aarch64 target
 (targets/*.toml), bundles each (`edgedistill bundle`), and runs each bundle's own standalone
-run_model.py twice on the same inputs: here (x86) and in the userland (aarch64, as a Cortex-A76,
+run_model.py (through arm64_probe.py) twice on the same inputs: here (x86) and in the userland (aarch64, as a Cortex-A76,
 then a Cortex-A72, the Raspberry Pi 5's and 4's cores). It compares the outputs (tolerance per
 precision, TOLERANCE below) and records which execution provider ran each node there (ORT's
 session profiling). It writes the result as JSON, as Markdown rows, and as its where-it-ran ledger
@@ -23,7 +23,6 @@ binfmt_misc) it prints one line saying what is missing and exits 3; a mismatch e
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import os
@@ -35,24 +34,24 @@ import time
 import zipfile
 from pathlib import Path
 
-import numpy as np  # the probe runs in the userland too: numpy and onnxruntime only there
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its siblings, run as a script or loaded by path
+from arm64_userland import (
+    CACHE,
+    Unavailable,
+    cached_userland,
+    chroot,
+    ensure_binfmt,
+    ensure_host_tools,
+    host_problem,
+    userland,
+    userland_env,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / "scratch" / "arm64"
-SUITE = "bookworm"  # its python3 is 3.11: the wheels below are fetched for that
-PYTHON = "3.11"
-APT_PACKAGES = ("python3", "libstdc++6")  # onnxruntime's wheel links the system libstdc++
-WHEELS = ("onnxruntime", "numpy", "pillow")  # at this venv's versions: both sides run the same release
-WHEEL_PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_35_aarch64")
-HOST_TOOLS = {  # command -> Debian package
-    "mmdebstrap": "mmdebstrap",
-    "arch-test": "arch-test",
-    "qemu-aarch64-static": "qemu-user-static",
-    "update-binfmts": "binfmt-support",
-}
-BINFMT = Path("/proc/sys/fs/binfmt_misc")
+PROBE = Path(__file__).resolve().with_name("arm64_probe.py")  # copied beside the bundles, run on both sides
 CPUS = ("cortex-a76", "cortex-a72")  # QEMU_CPU: Pi 5 (Armv8.2: fp16, dot product), Pi 4 (Armv8.0)
-FAKE_CPUS = 4  # the userland's stand-in /sys/devices/system/cpu (see fake_sysfs_cpu)
 SIZE = 32
 JOB = "root/arm64-check"  # where a run's bundles are unzipped inside the userland (one folder per run)
 # Max |x86 - aarch64| on outputs in [-1, 1]. fp32: kernels differ (NEON vs AVX) only in summation
@@ -61,208 +60,6 @@ JOB = "root/arm64-check"  # where a run's bundles are unzipped inside the userla
 # the bound is INT8_STEPS of the largest activation step, carried through the float last layer.
 TOLERANCE = {"fp32": 1e-5, "fp16": 1e-2}
 INT8_STEPS = 3
-
-
-class Unavailable(Exception):
-    """This host cannot run the check; the message is the one line that says why."""
-
-
-# ---------------------------------------------------------------------------------- the host
-def host_problem() -> str | None:
-    """Why this host cannot run the check at all, or None."""
-    if sys.platform != "linux":
-        return f"needs Linux (this is {sys.platform}): qemu-user and binfmt_misc are Linux features"
-    if platform.machine() == "aarch64":
-        return "this host is aarch64 already: unzip a bundle and run its run_model.py here directly"
-    if platform.machine() != "x86_64":
-        return f"needs an x86_64 host (this is {platform.machine()})"
-    if os.geteuid() != 0:
-        return "needs root (mmdebstrap and chroot): run it with sudo"
-    return None
-
-
-def ensure_host_tools() -> None:
-    """Install qemu-user-static, mmdebstrap, arch-test and binfmt-support with apt-get if missing."""
-    missing = sorted({pkg for cmd, pkg in HOST_TOOLS.items() if shutil.which(cmd) is None})
-    if not missing:
-        return
-    if shutil.which("apt-get") is None:
-        raise Unavailable(f"needs {', '.join(missing)} and there is no apt-get here: install them")
-    print(f"installing {', '.join(missing)} with apt-get", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise Unavailable(f"`{' '.join(cmd)}` failed ({tail[0]}): install {', '.join(missing)}")
-
-
-def ensure_binfmt() -> None:
-    """Mount binfmt_misc and enable qemu-aarch64 in it: the kernel then runs aarch64 ELFs via qemu."""
-    if not (BINFMT / "register").exists():
-        done = subprocess.run(["mount", "binfmt_misc", "-t", "binfmt_misc", str(BINFMT)], capture_output=True)
-        if done.returncode != 0:
-            raise Unavailable(
-                f"cannot mount binfmt_misc on {BINFMT} ({done.stderr.decode().strip() or 'refused'}): "
-                "a container needs it from its host (docker run --privileged)"
-            )
-    entry = BINFMT / "qemu-aarch64"
-    if (not entry.exists() or not entry.read_text().startswith("enabled")) and shutil.which("update-binfmts"):
-        subprocess.run(["update-binfmts", "--enable", "qemu-aarch64"], capture_output=True)
-    if not entry.exists() or not entry.read_text().startswith("enabled"):
-        raise Unavailable(
-            "qemu-aarch64 is not enabled in binfmt_misc: `update-binfmts --enable qemu-aarch64`"
-        )
-    if "flags: " not in entry.read_text() or "F" not in entry.read_text().split("flags: ")[1].split()[0]:
-        raise Unavailable(f"{entry} lacks the F flag (qemu is not preloaded): reinstall qemu-user-static")
-
-
-# -------------------------------------------------------------------------------- the userland
-def wheel_pins(names: tuple[str, ...] = WHEELS) -> list[str]:
-    """name==version of each wheel at this venv's version, so both sides run the same release."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return [f"{name}=={version(name)}" for name in names]
-    except PackageNotFoundError as exc:
-        raise Unavailable(f"{exc.name} is not installed here: `make setup` first") from None
-
-
-def userland_key(pins: list[str]) -> str:
-    """What the userland is made of, hashed: a change of any package gives a new one."""
-    recipe = {"suite": SUITE, "apt": APT_PACKAGES, "wheels": pins, "platforms": WHEEL_PLATFORMS,
-              "fake_cpus": FAKE_CPUS, "variant": "extract", "pip": wheel_pins(("pip",))}  # fmt: skip
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def cached_userland(cache: Path = CACHE) -> Path | None:
-    """The finished userland for this venv's packages, if one was built before."""
-    try:
-        done = cache / f"userland-{userland_key(wheel_pins())}"
-    except Unavailable:
-        return None
-    return done if (done / "userland.json").is_file() else None
-
-
-def run_logged(
-    cmd: list[str], what: str, timeout: float | None = None, env: dict | None = None, needs: str = ""
-) -> str:
-    """Run a build step, return its stdout; on failure one line with the step and its output's tail.
-
-    `needs` names what a download step needs from the host (the network): its failure is then the
-    host's limit (Unavailable, exit 3), not a fault of the check."""
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        raise Unavailable(
-            f"{what} took over {timeout:.0f} s: gave up (the partial build was removed)"
-        ) from None
-    if done.returncode != 0:
-        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
-        if needs:
-            raise Unavailable(f"{what} failed ({tail}): it needs {needs}")
-        raise RuntimeError(f"{what} failed (exit {done.returncode}): {tail}")
-    return done.stdout
-
-
-def fake_sysfs_cpu(rootfs: Path, count: int = FAKE_CPUS) -> None:
-    """A stand-in /sys/devices/system/cpu (the chroot has no /sys): what ORT's cpuinfo reads to count cores.
-
-    Only online/possible/present and each CPU's topology. Without it ORT 1.32 warns and carries on,
-    but runtimes have crashed probing caches there. CPU features do not come from here: ORT reads
-    them from the kernel's HWCAP bits, which qemu sets per QEMU_CPU (see arm_features).
-    """
-    base = rootfs / "sys" / "devices" / "system" / "cpu"
-    span = f"0-{count - 1}"
-    for name in ("online", "possible", "present"):
-        (base / name).parent.mkdir(parents=True, exist_ok=True)
-        (base / name).write_text(span + "\n")
-    for i in range(count):
-        topo = base / f"cpu{i}" / "topology"
-        topo.mkdir(parents=True, exist_ok=True)
-        for name, value in {"physical_package_id": "0", "core_id": str(i), "cluster_id": "0",
-                            "thread_siblings_list": str(i), "core_siblings_list": span,
-                            "cluster_cpus_list": span, "package_cpus_list": span}.items():  # fmt: skip
-            (topo / name).write_text(value + "\n")
-
-
-def build_userland(dest: Path, pins: list[str], timeout: float | None) -> None:
-    """Unpack an arm64 bookworm with python3 into dest/rootfs, pip-install the wheels there, check it.
-
-    Packages are only unpacked (mmdebstrap's extract variant): a full install with python3-pip took
-    ~11 min here, nearly all of it maintainer scripts under emulation, which Python does not need. The
-    bytecode of the userland's Python 3.11 is compiled here natively: .pyc files do not depend on
-    the CPU, and compiling under emulation at every start would cost seconds per import.
-    """
-    deadline = None if timeout is None else time.monotonic() + timeout
-
-    def left() -> float | None:
-        return None if deadline is None else max(1.0, deadline - time.monotonic())
-
-    rootfs = dest / "rootfs"
-    print(f"building the arm64 userland in {dest} (a few minutes)", flush=True)
-    run_logged(["mmdebstrap", "--quiet", "--mode=root", "--arch=arm64", "--variant=extract",
-                f"--include={','.join(APT_PACKAGES)}", SUITE, str(rootfs)], "mmdebstrap", left(),
-               needs="deb.debian.org (or an apt proxy)")  # fmt: skip
-    wheels = rootfs / "opt" / "wheels"  # seen from inside the userland as /opt/wheels
-    platforms = [arg for p in WHEEL_PLATFORMS for arg in ("--platform", p)]
-    pip = wheel_pins(("pip",))[0]  # pip itself as a wheel: it runs from the zip, no python3-pip needed
-    run_logged([sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(wheels), *platforms,
-                "--python-version", PYTHON, "--only-binary=:all:", pip, *pins], "pip download (aarch64 wheels)",
-               left(), needs="PyPI (or the pip index configured here)")  # fmt: skip
-    fake_sysfs_cpu(rootfs)
-    pip_wheel = next(wheels.glob("pip-*.whl")).name
-    run_logged([chroot(), str(rootfs), "/usr/bin/python3", f"/opt/wheels/{pip_wheel}/pip", "install", "--quiet",
-                "--no-index", "--no-compile", "--break-system-packages", "--root-user-action=ignore",
-                "--no-warn-script-location", "--find-links", "/opt/wheels", *pins],
-               "pip install (in the userland)", left())  # fmt: skip
-    shutil.rmtree(wheels)
-    run_logged([sys.executable, "-m", "compileall", "-q", "-j", "0", "-s", str(rootfs), "-p", "/",
-                str(rootfs / "usr" / "lib" / f"python{PYTHON}"),
-                str(rootfs / "usr" / "local" / "lib" / f"python{PYTHON}")], "compileall", left())  # fmt: skip
-    probe = "import onnxruntime, numpy, PIL, platform; print(platform.machine(), onnxruntime.__version__)"
-    said = run_logged([chroot(), str(rootfs), "/usr/bin/python3", "-c", probe], "importing onnxruntime there",
-                      left(), userland_env("max"))  # fmt: skip
-    if not said.startswith("aarch64"):
-        raise RuntimeError(f"the new userland's Python is not aarch64: it says {said.strip()!r}")
-    meta = {"suite": SUITE, "apt": list(APT_PACKAGES), "wheels": pins, "check": said.strip()}
-    (dest / "userland.json").write_text(json.dumps(meta, indent=2) + "\n")
-
-
-def chroot() -> str:
-    """chroot's full path: the userland's environment has no sbin on PATH to find it by."""
-    return shutil.which("chroot") or shutil.which("chroot", path="/usr/sbin:/sbin") or "/usr/sbin/chroot"
-
-
-def userland(build: bool = True, timeout: float | None = None, cache: Path = CACHE) -> Path:
-    """The cached userland for this venv's packages; built first (into a temp dir, then renamed)."""
-    if (done := cached_userland(cache)) is not None:
-        return done
-    pins = wheel_pins()
-    done = cache / f"userland-{userland_key(pins)}"
-    if not build:
-        raise Unavailable(
-            f"no arm64 userland cached in {done}: build it once with `sudo {_command()}` (~2 min)"
-        )
-    partial = cache / f".building-{done.name}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        build_userland(partial, pins, timeout)
-        partial.rename(done)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return done
-
-
-def userland_env(cpu: str) -> dict[str, str]:
-    """A clean environment for the userland; QEMU_CPU picks the emulated core."""
-    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LC_ALL": "C.UTF-8",
-            "PYTHONDONTWRITEBYTECODE": "1", "QEMU_CPU": cpu}  # fmt: skip
-
-
-def _command() -> str:
-    return f"{Path(sys.executable)} {Path(__file__).resolve()}"
 
 
 # ------------------------------------------------------------------------------- the artifacts
@@ -352,103 +149,16 @@ def inputs() -> np.ndarray:
     return (photo_crops(3, SIZE, "heldout", 1) * 2 - 1).astype(np.float32)
 
 
-# ------------------------------------------------------------------ inside a runtime: the probe
-def probe(cases: Path, threads: int = 1) -> None:
-    """Run each bundle under cases/ through its own run_model.Model; write outputs and placement.
-
-    Runs on either side with numpy and onnxruntime only (no edgedistill in the userland).
-    """
-    import onnxruntime as ort
-
-    x = np.load(cases / "inputs.npy")
-    report = {"machine": platform.machine(), "onnxruntime": ort.__version__, "cpu_features": arm_features(),
-              "available_providers": ort.get_available_providers(), "cases": {}}  # fmt: skip
-    for folder in sorted(p for p in cases.iterdir() if (p / "run_model.py").is_file()):
-        report["cases"][folder.name] = probe_case(folder, x, threads)
-    (cases / "probe.json").write_text(json.dumps(report, indent=2) + "\n")
-
-
-def arm_features() -> list[str] | None:
-    """The aarch64 features the kernel (here: qemu) reports, which ORT's kernels pick paths by."""
-    if platform.machine() != "aarch64":
-        return None
-    import ctypes
-
-    libc = ctypes.CDLL(None)
-    libc.getauxval.restype = ctypes.c_ulong
-    hwcap, hwcap2 = libc.getauxval(16), libc.getauxval(26)  # AT_HWCAP, AT_HWCAP2
-    bits = {
-        "fp16": hwcap >> 9,
-        "dotprod": hwcap >> 20,
-        "sve": hwcap >> 22,
-        "i8mm": hwcap2 >> 13,
-        "bf16": hwcap2 >> 14,
-    }
-    return [name for name, bit in bits.items() if bit & 1]
-
-
-def probe_case(folder: Path, x: np.ndarray, threads: int) -> dict:
-    """One bundle: its run_model.Model on x, one input at a time; outputs.npy and where nodes ran.
-
-    ORT's profiler is switched on in the session the runner itself creates (a subclass that only
-    sets the option and keeps the session), so the placement recorded is that of the compared run.
-    """
-    import onnxruntime as ort
-
-    sessions: list = []
-
-    class Profiled(ort.InferenceSession):
-        def __init__(self, path, sess_options=None, providers=None, **kw):
-            sess_options = sess_options or ort.SessionOptions()
-            sess_options.enable_profiling = True
-            sess_options.profile_file_prefix = str(folder / "ort_profile")
-            super().__init__(path, sess_options, providers=providers, **kw)
-            sessions.append(self)
-
-    spec = importlib.util.spec_from_file_location(f"run_model_{folder.name}", folder / "run_model.py")
-    runner = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runner)
-    original, ort.InferenceSession = ort.InferenceSession, Profiled
-    try:
-        model = runner.Model(folder, threads=threads)
-    finally:
-        ort.InferenceSession = original
-    np.save(folder / "outputs.npy", np.concatenate([model(x[i : i + 1]) for i in range(len(x))]))
-    session = sessions[0]
-    trace = json.loads(Path(session.end_profiling()).read_text())
-    options = (model.manifest.get("target") or {}).get("options") or {}
-    return {
-        "model_file": model.manifest["files"][0],
-        "requested_providers": options.get("execution_providers") or ["CPUExecutionProvider"],
-        "providers": session.get_providers(),
-        "nodes": placement(trace),
-    }
-
-
-def placement(trace: list[dict]) -> dict[str, dict[str, int]]:
-    """Provider -> {op type: nodes} from an ORT profile (each node's kernel event, counted once)."""
-    seen: dict[str, tuple[str, str]] = {}
-    for event in trace:
-        args = event.get("args") or {}
-        if event.get("cat") == "Node" and "provider" in args and event["name"].endswith("_kernel_time"):
-            seen[event["name"]] = (args["provider"], args.get("op_name", "?"))
-    table: dict[str, dict[str, int]] = {}
-    for provider, op in seen.values():
-        table.setdefault(provider, {})
-        table[provider][op] = table[provider].get(op, 0) + 1
-    return {p: dict(sorted(ops.items())) for p, ops in sorted(table.items())}
-
-
 # ------------------------------------------------------------------------------ the comparison
 def stage(made: dict[str, dict], job: Path, x: np.ndarray) -> None:
-    """Unzip every bundle into job/<case>/ beside the shared inputs and this script."""
+    """Unzip every bundle into job/<case>/ beside the shared inputs and the probe (arm64_probe.py)."""
     shutil.rmtree(job, ignore_errors=True)
     job.mkdir(parents=True)
     for name, case in made.items():
         with zipfile.ZipFile(case["zip"]) as zf:
             zf.extractall(job / name)
     np.save(job / "inputs.npy", x)
-    shutil.copy2(__file__, job / "arm64_check.py")
+    shutil.copy2(PROBE, job / PROBE.name)
 
 
 def run_probe(cmd: list[str], job: Path, what: str, env: dict[str, str] | None, timeout: float) -> dict:
@@ -528,9 +238,7 @@ def compare_runs(made: dict[str, dict], rootfs: Path, job: Path, cpus: tuple[str
                  log) -> dict:  # fmt: skip
     """The probe here, then in the userland once per emulated core; each compared with here."""
     t0 = time.monotonic()
-    x86 = run_probe(
-        [sys.executable, str(job / "arm64_check.py"), "probe", str(job)], job, "on x86", None, 600
-    )
+    x86 = run_probe([sys.executable, str(job / PROBE.name), str(job)], job, "on x86", None, 600)
     walls["x86_s"] = round(time.monotonic() - t0, 1)
     exports = {name: {k: v for k, v in case.items() if k != "zip"} for name, case in made.items()}
     for name, case in x86["cases"].items():
@@ -541,7 +249,7 @@ def compare_runs(made: dict[str, dict], rootfs: Path, job: Path, cpus: tuple[str
     first = None
     for cpu in cpus:
         t0 = time.monotonic()
-        cmd = [chroot(), str(rootfs), "/usr/bin/python3", f"{inside}/arm64_check.py", "probe", inside]
+        cmd = [chroot(), str(rootfs), "/usr/bin/python3", f"{inside}/{PROBE.name}", inside]
         arm = run_probe(cmd, job, f"in the aarch64 userland ({cpu})", userland_env(cpu), 1200)
         walls[f"emulated_probe_{cpu}_s"] = round(time.monotonic() - t0, 1)
         result["runs"][cpu] = {"machine": arm["machine"], "onnxruntime": arm["onnxruntime"],
@@ -679,9 +387,6 @@ def write_text(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="mode")
-    inner = sub.add_parser("probe", help="(inside a runtime) run the unzipped bundles in DIR")
-    inner.add_argument("dir", type=Path)
     ap.add_argument("--out", type=Path, default=CACHE / "check", help="exports and bundles go here")
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "arm64_check.json")
     ap.add_argument("--markdown", type=Path, default=ROOT / "benchmarks" / "results" / "arm64_check.md")
@@ -693,9 +398,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-build", action="store_true", help="use a cached userland only; never build one")
     ap.add_argument("--cache", type=Path, default=CACHE, help="where userlands are built and kept")
     args = ap.parse_args(argv)
-    if args.mode == "probe":
-        probe(args.dir)
-        return 0
     try:
         result = check(args.out, tuple(args.cpu or CPUS), build=not args.no_build, cache=args.cache)
     except Unavailable as exc:

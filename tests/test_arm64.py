@@ -2,7 +2,7 @@
 
 The emulated check needs root, binfmt_misc and an arm64 userland. It reuses the one cached under
 scratch/arm64/ (built once by `sudo .venv/bin/python scripts/arm64_check.py`, ~2 min); it builds one
-itself only when EDGEDISTILL_ARM64_BUILD=1, within BUILD_TIMEOUT. Otherwise it skips with the
+itself only when EDGEDISTILL_ARM64_BUILD=1 (as .ci/run sets it), within BUILD_TIMEOUT. Otherwise it skips with the
 script's one line. The probe that runs on both sides is also tested here on x86 alone, everywhere.
 """
 
@@ -86,7 +86,7 @@ def test_probe_runs_a_bundle_through_its_own_runner(arm64_check, exported, tmp_p
     job = tmp_path / "job"
     arm64_check.stage(made, job, x)
     report = arm64_check.run_probe(
-        [sys.executable, str(job / "arm64_check.py"), "probe", str(job)], job, "on x86", None, 300
+        [sys.executable, str(job / "arm64_probe.py"), str(job)], job, "on x86", None, 300
     )
     case = report["cases"]["case-int8"]
     session = ort.InferenceSession(str(art / "model.onnx"), providers=["CPUExecutionProvider"])
