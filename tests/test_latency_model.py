@@ -132,7 +132,7 @@ def test_arm_targets_quantize_for_xnnpack(tmp_path: Path) -> None:
 def test_overhead_fit_ignores_a_negative_slope() -> None:
     """Three references: c stays 1 and the residual is a + b * kernels, never a negative kernel cost."""
     fit = latency.overhead_fit([10, 20, 30], [5.0, 5.0, 5.0], [6.0, 7.0, 8.0])
-    assert fit == pytest.approx({"a": 0.0, "b": 0.1, "c": 1.0})
+    assert _line(fit) == pytest.approx({"a": 0.0, "b": 0.1, "c": 1.0})
     fit = latency.overhead_fit([10, 20, 30], [5.0, 5.0, 5.0], [8.0, 7.0, 6.0])
     assert fit["b"] == 0 and fit["a"] == pytest.approx(2.0) and fit["c"] == 1
 
@@ -145,7 +145,7 @@ def test_overhead_fit_scales_the_blocks_when_references_say_so() -> None:
     blocks = rng.uniform(10, 90, 8)
     whole = 0.5 + 0.01 * kernels + 0.7 * blocks
     fit = latency.overhead_fit(kernels.tolist(), blocks.tolist(), whole.tolist())
-    assert fit == pytest.approx({"a": 0.5, "b": 0.01, "c": 0.7}, abs=1e-6)
+    assert _line(fit) == pytest.approx({"a": 0.5, "b": 0.01, "c": 0.7}, abs=1e-6)
     assert latency.whole_ms(fit, 50.0, 100) == pytest.approx(0.5 + 1.0 + 35.0)
     nonsense = latency.overhead_fit(kernels.tolist(), blocks.tolist(), (5 * blocks).tolist())
     assert nonsense["c"] == 1.0
@@ -202,13 +202,32 @@ def _refs_with_upsampling(n: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return kernels, blocks, up
 
 
+def _line(fit: dict) -> dict:
+    """The fitted line's terms, without the floor (see test_no_prediction_falls_below_the_references)."""
+    return {k: v for k, v in fit.items() if not k.startswith("floor_")}
+
+
+def test_no_prediction_falls_below_the_references() -> None:
+    """A line fitted on busy-machine references can cross zero below the smallest of them: a tiny
+    model is then predicted at the references' smallest whole/blocks ratio, never at negative time."""
+    kernels, blocks = [40, 80, 120, 160, 200], [4.0, 8.0, 12.0, 16.0, 20.0]
+    whole = [-2.0 + 0.9 * b + 0.01 * k for b, k in zip(blocks, kernels, strict=True)]  # a < 0
+    fit = latency.overhead_fit(kernels, blocks, whole)
+    assert fit["a"] == pytest.approx(-2.0) and fit["floor_ratio"] == pytest.approx(min(
+        w / b for w, b in zip(whole, blocks, strict=True)))  # fmt: skip
+    assert fit["floor_below_ms"] == 4.0
+    assert latency.whole_ms(fit, 20.0, 200) == pytest.approx(whole[-1])  # inside the references: the line
+    tiny = latency.whole_ms(fit, 0.5, 4)
+    assert tiny == pytest.approx(fit["floor_ratio"] * 0.5) and tiny > 0
+
+
 def test_overhead_fit_scales_upsampling_blocks_apart() -> None:
     """Upsampling blocks cost more timed alone than inside their model: with enough references
     the fit gives them their own scale d, and whole_ms applies it to their share only."""
     kernels, blocks, up = _refs_with_upsampling()
     whole = 1.0 + 0.02 * kernels + 0.8 * (blocks - up) + 0.5 * up
     fit = latency.overhead_fit(kernels.tolist(), blocks.tolist(), whole.tolist(), up.tolist())
-    assert fit == pytest.approx({"a": 1.0, "b": 0.02, "c": 0.8, "d": 0.5}, abs=1e-6)
+    assert _line(fit) == pytest.approx({"a": 1.0, "b": 0.02, "c": 0.8, "d": 0.5}, abs=1e-6)
     assert latency.whole_ms(fit, 50.0, 100, up_ms=20.0) == pytest.approx(1.0 + 2.0 + 24.0 + 10.0)
     one = latency.overhead_fit(kernels.tolist(), blocks.tolist(), whole.tolist())
     assert "d" not in one, "without the split asked for, one scale as before"

@@ -131,3 +131,39 @@ def test_compress_with_a_latency_budget_searches_then_distills_the_chosen_arch(t
     again: list[str] = []
     compress(opts, log=again.append)
     assert any("search: unchanged, skipped" in m for m in again)
+
+
+@pytest.mark.slow
+def test_compress_with_a_latency_budget_on_a_device_over_ssh(tmp_path, monkeypatch):
+    """--host: the latency table is measured on the device (a local sshd), OpenVINO this time, and the
+    chosen student's artifact is re-measured there, where the budget holds, not here."""
+    from test_profile_remote import _start_sshd, _stop
+
+    from edgedistill.pipeline.compress import CompressOptions, compress
+    from edgedistill.search import latency
+
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(latency, "BLOCK_CALLS", 3)
+    (tmp_path / "sshd").mkdir()
+    proc, reach = _start_sshd(tmp_path / "sshd", sftp=True)
+    try:
+        ssh = {
+            "options": reach["ssh_options"],
+            "identity": reach["identity"],
+            "python": reach["remote_python"],
+        }
+        opts = CompressOptions(
+            teacher="digits-dcgan", targets=["x86-openvino"], out=tmp_path / "c", steps=20, cache=32, calib_size=16,
+            threads=1, profile_seconds=0.3, samples=4, min_psnr=None, qat_steps=0, latency_ms=5.0,
+            host=reach["host"], ssh=ssh, search_options={"samples": 4, "predict_max": 3, "kd_top": 1, "kd_steps": 2},
+        )  # fmt: skip
+        said: list[str] = []
+        report = compress(opts, log=said.append)
+    finally:
+        _stop(proc)
+    found = report["search"]
+    assert found["measured_on"] == reach["host"] and found["measured_ms"] > 0
+    assert found["latency_source"].endswith(f"on {reach['host']}"), found["latency_source"]
+    tables = list((tmp_path / "cache" / "latency").glob("x86-openvino-int8-*.json"))
+    assert tables and all(json.loads(t.read_text())["meta"]["host"] == reach["host"] for t in tables)
+    assert any(f"measured on {reach['host']} (p50)" in m for m in said)

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from edgedistill.cli.ssh import Identity, RemotePython, SshOptions, ssh_settings
+
 
 def register(app: typer.Typer) -> None:
     """Add `compress` and `demo` to `app`."""
@@ -81,6 +83,9 @@ def compress(
     host: Annotated[
         str | None, typer.Option(help="with --latency-ms: measure the latency table on user@host")
     ] = None,
+    ssh_option: SshOptions = None,
+    identity: Identity = None,
+    remote_python: RemotePython = "python3",
 ) -> None:
     """Distill TEACHER, export the student for each --target, profile them all side by side."""
     from edgedistill.cli.console import console, parse_kwargs
@@ -97,7 +102,8 @@ def compress(
         teacher=teacher, targets=list(target), out=out, width=width, steps=steps, data=data, val_data=val_data, cache=cache,
         precision=precision, size=size, calib_size=calib_size, min_psnr=min_psnr or None, threads=threads,
         profile_seconds=profile_seconds, force=force, kwargs=parse_kwargs(arg), weights=weights, student_norm=student_norm,
-        qat_steps=qat_steps, latency_ms=latency_ms, host=host, distill_options={"method": method} if data_free or method != "replay" else {},
+        qat_steps=qat_steps, latency_ms=latency_ms, host=host, ssh=ssh_settings(ssh_option, identity, remote_python),
+        distill_options={"method": method} if data_free or method != "replay" else {},
     )  # fmt: skip
     if train_minutes:
         opts.distill_options["time_budget_s"] = 60.0 * train_minutes

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from edgedistill.cli.ssh import Identity, RemotePython, SshOptions
+
 if TYPE_CHECKING:
     from edgedistill.runtime.report import ProfileReport
 
@@ -59,11 +61,9 @@ def profile(
     roofline: Annotated[
         bool, typer.Option(help="measure this machine's GEMM peak for % of peak (about a second)")
     ] = True,
-    ssh_option: Annotated[
-        list[str] | None, typer.Option("--ssh-option", help="ssh -o Key=Value (repeatable)")
-    ] = None,
-    identity: Annotated[Path | None, typer.Option("--identity", "-i", help="ssh private key")] = None,
-    remote_python: Annotated[str, typer.Option(help="Python on the device")] = "python3",
+    ssh_option: SshOptions = None,
+    identity: Identity = None,
+    remote_python: RemotePython = "python3",
     ssh_timeout: Annotated[
         float | None, typer.Option(help="seconds one SSH step (copy, the run there) may take [default: 900]")
     ] = None,

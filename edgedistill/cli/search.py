@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from edgedistill.cli.ssh import Identity, RemotePython, SshOptions, ssh_settings
+
 
 def register(app: typer.Typer) -> None:
     """Add this step's commands to `app`."""
@@ -22,6 +24,9 @@ def search(
     host: Annotated[
         str | None, typer.Option(help="measure the latency table on a device over SSH: user@host[:port]")
     ] = None,
+    ssh_option: SshOptions = None,
+    identity: Identity = None,
+    remote_python: RemotePython = "python3",
     out: Annotated[Path, typer.Option(help="where search.json, pareto.png and arch.json go")] = Path(
         "search"
     ),
@@ -52,7 +57,8 @@ def search(
     result = run_search(
         teacher, target, latency_ms, host, out=out, precision=precision, size=size, data=data, samples=samples,
         predict_max=predict_max, kd_top=kd_top, kd_steps=kd_steps, time_budget_s=time_budget, seed=seed,
-        threads=threads, log=lambda m: console.print(m, highlight=False),
+        threads=threads, ssh=ssh_settings(ssh_option, identity, remote_python),
+        log=lambda m: console.print(m, highlight=False),
     )  # fmt: skip
     table = Table(title=f"Pareto front: {result.target} {result.precision}, budget {result.budget_ms:g} ms")
     for col in ("predicted ms", "proxy PSNR dB", "GMACs", "architecture"):

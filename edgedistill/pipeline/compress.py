@@ -60,6 +60,9 @@ class CompressOptions:
     # a latency budget (ms on the first target) replaces --width: search -> distill the chosen architecture
     latency_ms: float | None = None
     host: str | None = None  # where the search measures its latency table (user@host[:port]); None: here
+    ssh: dict[str, Any] = field(
+        default_factory=dict
+    )  # how to reach it: options, identity, python (as profile)
     search_options: dict[str, Any] = field(default_factory=dict)  # edgedistill.search.api.search keywords
 
     @property
@@ -124,7 +127,7 @@ def compress(opts: CompressOptions, log: Callable[[str], None] = print) -> dict[
     report["timings"] = timings
     report["next"] = next_steps(opts, artifacts)
     if opts.latency_ms is not None:
-        report["search"] = search_summary(opts, targets[0], report, log)
+        report["search"] = search_summary(opts, targets[0], report, artifacts, log)
     write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
     return report
 
@@ -252,8 +255,8 @@ def _search_stage(opts: CompressOptions, book: StageBook, log: Callable[[str], N
         book.forget("search")
         log(f"search: {opts.teacher} within {opts.latency_ms} ms on {tgt.name} {tgt.precision}")
         search(opts.teacher, opts.targets[0], opts.latency_ms, opts.host, out=out, precision=tgt.precision,
-               size=opts.size, data=opts.data, threads=opts.threads, log=lambda m: log(f"  {m}"),
-               **opts.search_options, **opts.teacher_load)  # fmt: skip
+               size=opts.size, data=opts.data, threads=opts.threads, ssh=opts.ssh or None,
+               log=lambda m: log(f"  {m}"), **opts.search_options, **opts.teacher_load)  # fmt: skip
         book.mark("search", fp)
     else:
         log(f"search: unchanged, skipped (architecture in {out / 'arch.json'})")
@@ -262,33 +265,61 @@ def _search_stage(opts: CompressOptions, book: StageBook, log: Callable[[str], N
 
 
 def search_summary(
-    opts: CompressOptions, target: Any, report: dict[str, Any], log: Callable[[str], None]
+    opts: CompressOptions,
+    target: Any,
+    report: dict[str, Any],
+    artifacts: dict[str, Path],
+    log: Callable[[str], None],
 ) -> dict:
-    """Budget, predicted and re-measured latency of the chosen student (the interleaved profile's p50
-    of its artifact for the searched target), appended to report.md."""
+    """Budget, predicted and re-measured latency of the chosen student, appended to report.md.
+
+    Re-measured where the budget holds: on --host (its artifact for the searched target, profiled
+    there as `profile --host` does) when one was given, else here (the interleaved profile's p50)."""
     from edgedistill.search.space import describe
 
     found = json.loads((opts.out / "search" / "search.json").read_text())
     name = f"{target.name.removeprefix('x86-')} {target.precision}"
-    row = next((r for r in report["rows"] if r.get("model") == name), None)
-    measured = _float(row.get("p50 ms")) if row else None
+    if opts.host is None:
+        row = next((r for r in report["rows"] if r.get("model") == name), None)
+        measured, where = (_float(row.get("p50 ms")) if row else None), "here (interleaved p50)"
+    else:
+        measured, where = _p50_on_host(opts, name, artifacts.get(name), log), f"on {opts.host} (p50)"
     chosen = found["chosen"]
     summary = {
         "target": target.name, "precision": target.precision, "budget_ms": opts.latency_ms,
-        "predicted_ms": chosen["predicted_ms"], "measured_ms": measured, "arch": chosen["arch"],
+        "predicted_ms": chosen["predicted_ms"], "measured_ms": measured, "measured_on": opts.host or "here",
+        "arch": chosen["arch"],
         "within_10pct": None if measured is None else measured <= 1.1 * float(opts.latency_ms or 0),
         "latency_source": found["latency_source"], "files": {k: str(opts.out / "search" / k) for k in
                                                             ("search.json", "pareto.png", "arch.json")},
     }  # fmt: skip
     line = (f"Searched student ({describe(chosen['arch'])}): budget {opts.latency_ms} ms on {target.name} "
-            f"{target.precision}, predicted {chosen['predicted_ms']:.2f} ms, measured here "
-            f"{'–' if measured is None else f'{measured:.2f}'} ms (interleaved p50); "
-            "Pareto front: search/pareto.png")  # fmt: skip
+            f"{target.precision}, predicted {chosen['predicted_ms']:.2f} ms, measured {where} "
+            f"{'–' if measured is None else f'{measured:.2f}'} ms; Pareto front: search/pareto.png")  # fmt: skip
     md = opts.out / "report.md"
     if md.exists():
         write_text_atomic(md, md.read_text() + "\n" + line + "\n")
     log(line)
     return summary
+
+
+def _p50_on_host(
+    opts: CompressOptions, name: str, artifact: Path | None, log: Callable[[str], None]
+) -> float | None:
+    """The searched target's artifact profiled on --host: the device the budget was set for."""
+    if artifact is None:
+        return None
+    from edgedistill.profiler.api import profile
+
+    log(f"latency: the searched student ({name}) on {opts.host}")
+    ssh = opts.ssh
+    rep = profile(
+        {name: str(artifact)}, host=opts.host, threads=opts.threads, min_time=opts.profile_seconds,
+        iterations=10, warmup=3, layers=0, ssh_options=ssh.get("options", ()), identity=ssh.get("identity"),
+        remote_python=ssh.get("python", "python3"), progress=False,
+    )  # fmt: skip
+    stats = rep.models[0].stats
+    return round(stats.p50, 4) if stats else None
 
 
 def _float(text: Any) -> float | None:

@@ -134,7 +134,7 @@ def write_reports(
     write_text_atomic(files["report"], "\n".join(md))
     report = {
         "teacher": opts.teacher,
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()},
+        "options": json.loads(json.dumps(vars(opts), default=str)),  # paths, nested ones too, as text
         "rows": rows,
         "markdown_table": table,
         "student_metrics": student_metrics,

@@ -85,12 +85,14 @@ def search(
     seed: int = 0,
     threads: int | None = 2,
     latency_fn: Callable[[Any, Any], float] | None = None,
+    ssh: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
     **teacher_load: Any,
 ) -> SearchResult:
     """Search the teacher's family for the student best by the quality proxy within `latency_ms`.
 
-    `latency_fn(model, spec) -> ms` overrides the target's latency model (tests, what-ifs)."""
+    `latency_fn(model, spec) -> ms` overrides the target's latency model (tests, what-ifs); `ssh`
+    reaches `host` as `profile --host` does (options, identity, python: search/latency.py)."""
     import torch
 
     from edgedistill.core.targets import get_target
@@ -132,7 +134,7 @@ def search(
 
     # 2. latency of the uniform ladder anchors MACs to ms; then predict those near the budget
     t0 = time.perf_counter()
-    predict, source_name = _latency_model(latency_fn, spec, tgt, hw, host, threads, log)
+    predict, source_name = _latency_model(latency_fn, spec, tgt, hw, host, threads, ssh, log)
     uniform = sorted((c for c in cands.values() if c.uniform is not None), key=lambda c: c.macs)
     for c in uniform:
         c.predicted_ms = predict(sp.build(spec, c.arch))
@@ -194,6 +196,7 @@ def _latency_model(
     hw: tuple[int, int] | None,
     host: str | None,
     threads: int | None,
+    ssh: dict[str, Any] | None,
     log: Callable[[str], None],
 ) -> tuple[Callable[[Any], float], str]:
     """The target's measured-block latency model (search/latency.py)."""
@@ -203,7 +206,9 @@ def _latency_model(
 
     def predict(model: Any) -> float:
         ms = float(
-            predict_latency(model, spec, tgt, tgt.precision, hw, host, threads=threads, progress=False)
+            predict_latency(
+                model, spec, tgt, tgt.precision, hw, host, threads=threads, progress=False, ssh=ssh
+            )
         )
         if not ms > 0:  # a table measured on a busy machine can fit a negative overhead
             raise EdgeDistillError(

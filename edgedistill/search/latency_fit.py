@@ -17,6 +17,12 @@ Eight references cannot pin many terms, so each extra one has to earn its place:
 MIN_REFS_FOR_SPLIT references, some with and some without much upsampling, and is kept only when
 it finds what cutting does (d below c, both in (0.25, 2)); otherwise one scale c for all blocks,
 and with fewer than MIN_REFS_FOR_SCALE references c = 1 and only a + b * kernels is fitted.
+
+A line fitted on the references can cross zero below the smallest of them (a negative intercept,
+fitted on a busy machine): a model far smaller than every reference would be predicted to take
+negative time. So below the smallest reference's blocks' sum (`floor_below_ms`) no prediction goes
+under the smallest whole/blocks ratio a reference measured, times the model's own blocks' sum
+(`floor_ratio`); within the references' range the line alone predicts.
 """
 
 from __future__ import annotations
@@ -58,21 +64,27 @@ def overhead_fit(
     k = np.asarray(kernels, dtype=np.float64)
     s = np.asarray(blocks_ms, dtype=np.float64)
     y = np.asarray(whole, dtype=np.float64)
+    pos = s > 0
+    floor = (
+        {"floor_ratio": float(np.min(y[pos] / s[pos])), "floor_below_ms": float(np.min(s[pos]))}
+        if pos.any()
+        else {}
+    )
     split = _split_fit(k, s, y, np.asarray(up_ms, dtype=np.float64)) if up_ms is not None else None
     if split is not None:
-        return split
+        return {**split, **floor}
     lo, hi = SCALE_RANGE
     if len(y) >= MIN_REFS_FOR_SCALE:
         (a, b, c), *_ = np.linalg.lstsq(np.c_[np.ones_like(k), k, s], y, rcond=None)
         if lo < c < hi:
-            return {"a": float(a), "b": float(b), "c": float(c)}
+            return {"a": float(a), "b": float(b), "c": float(c), **floor}
     r = y - s
     a, b = float(np.mean(r)), 0.0
     if len(set(k.tolist())) > 1:
         slope, icept = np.polyfit(k, r, 1)
         if slope >= 0:
             a, b = float(icept), float(slope)
-    return {"a": a, "b": b, "c": 1.0}
+    return {"a": a, "b": b, "c": 1.0, **floor}
 
 
 def _split_fit(k: np.ndarray, s: np.ndarray, y: np.ndarray, up: np.ndarray) -> dict[str, Any] | None:
@@ -91,7 +103,11 @@ def _split_fit(k: np.ndarray, s: np.ndarray, y: np.ndarray, up: np.ndarray) -> d
 
 def whole_ms(fit: dict[str, Any], blocks_ms: float, kernels: int, up_ms: float = 0.0) -> float:
     """A whole model's predicted ms from its blocks' sum (`up_ms` of it upsampling blocks) and its
-    kernel count (see overhead_fit); a fit without d scales every block by c."""
+    kernel count (see overhead_fit); a fit without d scales every block by c. Smaller than every
+    reference, never below their smallest whole/blocks ratio times the blocks' sum."""
     c = fit.get("c", 1.0)
     d = fit.get("d", c)
-    return fit["a"] + fit["b"] * kernels + c * (blocks_ms - up_ms) + d * up_ms
+    line = fit["a"] + fit["b"] * kernels + c * (blocks_ms - up_ms) + d * up_ms
+    if blocks_ms >= fit.get("floor_below_ms", 0.0):
+        return line
+    return max(line, fit.get("floor_ratio", 0.0) * blocks_ms)
