@@ -11,12 +11,15 @@ For the embedded photo-restore teacher, per target (x86-onnxruntime, x86-openvin
 3. one interleaved profile of both artifacts (speed ratios from one run), and each student's
    PSNR/SSIM vs the teacher and feature distance from its distillation's held-out scores.
 Writes benchmarks/results/search.json and .md (the table for README) and search_pareto.png; prints the CPU.
+Rows of other targets and budgets already in search.json are kept: one target can run at a time, and
+a stopped run resumes (compress skips the stages it finished).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 from edgedistill.core.atomic import write_text_atomic
@@ -74,13 +77,24 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--profile-seconds", type=float, default=6.0)
     args = ap.parse_args()
-    rows = []
+    rows = kept_rows({(t, b) for t in args.targets for b in (args.budget_ms or [])}, args.targets)
     for target in args.targets:
         budgets = args.budget_ms or [b := default_budget(args.teacher, target, (256, 256)), round(b / 2, 2)]
         for budget in budgets:
+            rows = [r for r in rows if (r["target"], r["budget_ms"]) != (target, budget)]
             rows.append(run_pair(args, target, budget))
             print(json.dumps(rows[-1]), flush=True)
             write_results(args, rows)  # each pair is ~40 min: a stopped run keeps what it measured
+
+
+def kept_rows(pairs: set[tuple[str, float]], targets: list[str]) -> list[dict]:
+    """Rows of an earlier run that this one does not redo: one target's pairs can run at a time."""
+    path = RESULTS / "search.json"
+    if not path.is_file():
+        return []
+    redo = [t for t in targets if not any(p[0] == t for p in pairs)]  # default budgets: the whole target
+    return [r for r in json.loads(path.read_text())["rows"]
+            if (r["target"], r["budget_ms"]) not in pairs and r["target"] not in redo]  # fmt: skip
 
 
 def write_results(args: argparse.Namespace, rows: list[dict]) -> None:
@@ -100,6 +114,8 @@ def write_results(args: argparse.Namespace, rows: list[dict]) -> None:
         RESULTS / "search.json", json.dumps({"host": host, "args": vars(args), "rows": rows}, indent=2) + "\n"
     )
     write_text_atomic(RESULTS / "search.md", "\n".join(lines) + "\n")
+    if rows and Path(rows[0]["pareto_png"]).is_file():  # the first pair's front, for README
+        shutil.copyfile(rows[0]["pareto_png"], RESULTS / "search_pareto.png")
 
 
 if __name__ == "__main__":
