@@ -57,6 +57,9 @@ def test_pareto_front_keeps_only_undominated_points():
         for ms, q in [(1, 20), (2, 25), (2, 24), (3, 24), (4, 30)]
     ]
     assert pareto_front(cands) == [0, 1, 4]
+    # inherited weights only (no short KD): another scale, off the front, even where "better"
+    cands.append(Candidate({}, 1, predicted_ms=0.5, proxy_inherited=40))
+    assert pareto_front(cands) == [0, 1, 4]
 
 
 def _macs_latency(model, spec):
@@ -96,8 +99,10 @@ def test_search_picks_a_candidate_within_budget_and_writes_its_front(tiny_genera
     student, spec = make_student_from_arch(loaded.module, loaded.spec, arch)
     assert student(*spec.example_inputs()).shape == (1, 1, 32, 32)
     front = [result.candidates[i] for i in result.pareto]
-    for c in front:  # nothing scored is faster and better than a front point
-        assert not any(o.predicted_ms < c.predicted_ms and o.quality > c.quality for o in result.candidates)
+    tuned = [c for c in result.candidates if c.proxy_psnr is not None]
+    assert front and all(c in tuned for c in front)
+    for c in front:  # nothing fine-tuned is faster and better than a front point
+        assert not any(o.predicted_ms < c.predicted_ms and o.quality > c.quality for o in tuned)
     with pytest.raises(EdgeDistillError, match="no candidate fits"):
         search(str(teacher), "x86-onnxruntime", 1e-6, out=tmp_path / "t", samples=2, predict_max=2,
                latency_fn=lambda m, s: _macs(m, s) / 1e6, log=lambda m: None)  # fmt: skip

@@ -229,8 +229,11 @@ def _ms_per_mac(measured: list[Candidate]) -> float:
 
 
 def pareto_front(cands: list[Candidate]) -> list[int]:
-    """Indices of the candidates no other beats on both latency (lower) and proxy quality (higher)."""
-    pts = [(i, c.predicted_ms, c.quality) for i, c in enumerate(cands) if c.predicted_ms is not None]
+    """Indices of the fine-tuned candidates no other fine-tuned one beats on both latency (lower) and
+    proxy quality (higher). Only those: the inherited-weights proxy scores 8-10 dB lower on another
+    scale, and a front through both would join points that cannot be compared."""
+    pts = [(i, c.predicted_ms, c.quality) for i, c in enumerate(cands)
+           if c.predicted_ms is not None and c.proxy_psnr is not None]  # fmt: skip
     pts = [p for p in pts if p[2] != float("-inf")]
     front = []
     for i, ms, q in pts:
@@ -269,7 +272,11 @@ def plot_pareto(result: SearchResult, path: Path) -> Path:
     front = [result.candidates[i] for i in result.pareto]
     if front:
         ax.plot(
-            [c.predicted_ms for c in front], [c.quality for c in front], "k--", lw=1, label="Pareto front"
+            [c.predicted_ms for c in front],
+            [c.quality for c in front],
+            "k--",
+            lw=1,
+            label="Pareto front (short KD)",
         )
     ax.axvline(result.budget_ms, color="r", lw=1, label=f"budget {result.budget_ms:g} ms")
     ax.scatter(
