@@ -24,6 +24,7 @@ from torch import nn
 
 from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.spec import GeneratorSpec
+from edgedistill.models.ops import SepConv
 from edgedistill.onnxtools.qdq_trained import ACT_QMAX, ACT_QMIN, INPUT, Topology, topology
 
 W_QMAX = 127
@@ -60,6 +61,15 @@ class ActQuant(nn.Module):
         with torch.no_grad():  # keep the learned values valid: scale > 0, zero point in range
             self.scale.clamp_(min=1e-8)
             self.zero_point.clamp_(ACT_QMIN, ACT_QMAX)
+        return self._fake(x)
+
+    def again(self, x: torch.Tensor) -> torch.Tensor:
+        """A second rounding with these levels in the same forward (a bilinear resize of the tensor
+        this quantizes): no in-place clamp, which would break the first use's gradient; nothing
+        observed, since the resized values lie within the range the first use saw."""
+        return x if self.observing else self._fake(x)
+
+    def _fake(self, x: torch.Tensor) -> torch.Tensor:
         grad_factor = 1.0 / math.sqrt(x[0].numel() * ACT_QMAX)  # LSQ's step-size gradient scale
         return torch._fake_quantize_learnable_per_tensor_affine(
             x, self.scale, self.zero_point, ACT_QMIN, ACT_QMAX, grad_factor
@@ -164,18 +174,26 @@ class QatStudent(nn.Module):
             for p in points
             if p != INPUT
         ]
+        for path, tensor in topo.shared.items():  # rounded again with its input's quantizer
+            if path in modules:
+                quant = self.quants[quant_key(topo.point_of(tensor))]
+                self._hooks.append(
+                    modules[path].register_forward_hook(lambda _m, _i, out, q=quant: q.again(out))
+                )
         self._swapped: list[tuple[nn.Module, str, nn.Module]] = []
         for parent_name, parent in list(student.named_modules()):
             children = list(parent.named_children())
             for i, (name, child) in enumerate(children):
-                if not isinstance(child, (nn.Conv2d, nn.ConvTranspose2d)):
-                    continue
-                path = f"{parent_name}.{name}" if parent_name else name
+                owner, attr = _output_conv(parent, name, child)
+                conv = getattr(owner, attr) if owner is not None else None
+                if not isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)):
+                    continue  # not a conv, or folded already (a SepConv's pw, by its parent)
+                path = ".".join(p for p in (parent_name, name, "" if owner is parent else attr) if p)
                 nxt = children[i + 1][1] if i + 1 < len(children) else None
                 bn = nxt if isinstance(nxt, _BN) else None
                 src = topo.weighted_inputs.get(path)
-                folded = FoldedConv(child, bn, self.quants[quant_key(src)] if src is not None else None)
-                self._swap(parent, name, folded)
+                folded = FoldedConv(conv, bn, self.quants[quant_key(src)] if src is not None else None)
+                self._swap(owner, attr, folded)
                 if bn is not None:
                     self._swap(parent, children[i + 1][0], nn.Identity())
                     hook_owner = f"{parent_name}.{children[i + 1][0]}" if parent_name else children[i + 1][0]
@@ -224,6 +242,16 @@ class QatStudent(nn.Module):
 
     def scales(self) -> dict[str, tuple[float, int]]:
         return {quant_point(k): q.exported() for k, q in self.quants.items()}  # type: ignore[union-attr]
+
+
+def _output_conv(parent: nn.Module, name: str, child: nn.Module) -> tuple[nn.Module | None, str]:
+    """(module, attribute) of the conv that makes `child`'s output: the child itself, or the pointwise
+    conv ending a depthwise-separable one, into which the export folds a BatchNorm that follows it."""
+    if isinstance(child, (nn.Conv2d, nn.ConvTranspose2d)):
+        return parent, name
+    if isinstance(child, SepConv):
+        return child, "pw"
+    return None, ""
 
 
 def quant_key(point: str) -> str:

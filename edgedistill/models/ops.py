@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 UPSAMPLES = ("convtranspose", "nearest", "bilinear", "pixelshuffle")
 BLOCKS = ("plain", "dwsep")
@@ -23,14 +22,14 @@ class ResizeConv(nn.Module):
     def __init__(self, cin: int, cout: int, mode: str, bias: bool) -> None:
         super().__init__()
         self.mode = mode
+        # a module of its own (no parameters, so no state-dict key): the resized tensor, which the
+        # INT8 export quantizes, is then a module output that quantization-aware training can see
+        corners = None if mode == "nearest" else False
+        self.resize = nn.Upsample(scale_factor=2.0, mode=mode, align_corners=corners)
         self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "nearest":
-            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        else:
-            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-        return self.conv(x)
+        return self.conv(self.resize(x))
 
 
 class PixelShuffleUp(nn.Module):

@@ -16,6 +16,7 @@ freshly calibrated ones. No torch here.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,7 +30,11 @@ from edgedistill.onnxtools.qdq import TensorRanges, preprocess, quantize_qdq
 
 INPUT = ""  # the point of a graph input: the model's own input
 ACT_QMIN, ACT_QMAX = 0, 255  # ONNX Runtime's default activations: uint8, asymmetric
-_PASS_VALUES = ("Pad",)  # ops whose output ONNX Runtime quantizes with its input's scale
+# ops whose output ONNX Runtime's QDQ quantizer gives its input's scale (QDQDirect8BitOp, QDQPad, QDQResize)
+_PASS_VALUES = ("Pad", "Resize", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice",
+                "MaxPool", "AveragePool")  # fmt: skip
+# of them, those whose output falls between the input's levels: the int8 model rounds it again
+_REQUANTIZING = ("Resize", "AveragePool")
 
 
 @dataclass
@@ -38,6 +43,8 @@ class Topology:
 
     points: dict[str, str]  # tensor (in the pre-processed model) -> module path ("" = graph input)
     aliases: dict[str, str] = field(default_factory=dict)  # a Pad's output -> the tensor it copies
+    # module whose output is rounded again with another tensor's scale (a bilinear Resize) -> that tensor
+    shared: dict[str, str] = field(default_factory=dict)
     weighted_inputs: dict[str, str] = field(default_factory=dict)  # Conv module -> its input's point
     preprocessed: str | None = None
 
@@ -78,6 +85,11 @@ def topology(fp32_onnx: str | Path, work_dir: str | Path | None = None) -> Topol
                 raise EdgeDistillError(f"quantized tensor {tensor} has no producer in {fp32_onnx.name}")
             if node.op_type in _PASS_VALUES and node.input[0] in producer.keys() | inputs:
                 topo.aliases[tensor] = node.input[0]
+                if node.op_type in _REQUANTIZING:
+                    with contextlib.suppress(
+                        EdgeDistillError
+                    ):  # inside a module: left unrounded (nearest is exact)
+                        topo.shared[_module_of(node, model, order)] = node.input[0]
                 continue
             topo.points[tensor] = _module_of(node, model, order)
         # which point feeds each weighted layer (its bias is quantized with that scale)
