@@ -62,6 +62,7 @@ def run_pair(args: argparse.Namespace, target: str, budget: float) -> dict:
         "searched": {k: searched["student_metrics"].get(k) for k in KEYS},
         "uniform": {k: uniform["student_metrics"].get(k) for k in KEYS},
         "timings": {"searched": searched.get("timings"), "uniform": uniform.get("timings")},
+        "search_wall_s": found.get("wall_s"),  # the search's own, kept when a resumed compress skips it
         "pareto_png": str(base / "searched" / "search" / "pareto.png"),
     }  # fmt: skip
 
@@ -107,7 +108,7 @@ def write_results(args: argparse.Namespace, rows: list[dict]) -> None:
             ms = r["measured_ms"].get(who)
             lines.append(f"| {r['target']} | {r['budget_ms']:g} | {who} | {ms if ms is None else f'{ms:.2f}'} | "
                          f"{r[who]['psnr_vs_teacher']} | {r[who]['ssim_vs_teacher']} | {r[who]['feature_distance']} | "
-                         f"{(r['timings'][who] or {}).get('search_s', '')} | {arch} |")  # fmt: skip
+                         f"{(r.get('search_wall_s') or {}).get('total_s', '') if who == 'searched' else ''} | {arch} |")  # fmt: skip
     print("\n".join(lines))
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_text_atomic(
