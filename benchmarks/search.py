@@ -64,7 +64,7 @@ def run_pair(args: argparse.Namespace, target: str, budget: float) -> dict:
         "uniform": {k: uniform["student_metrics"].get(k) for k in KEYS},
         "timings": {"searched": searched.get("timings"), "uniform": uniform.get("timings")},
         "search_wall_s": found.get("wall_s"),  # the search's own, kept when a resumed compress skips it
-        "pareto_png": str(base / "searched" / "search" / "pareto.png"),
+        "pareto_png": str((base / "searched" / "search" / "pareto.png").relative_to(ROOT)),
     }  # fmt: skip
 
 
@@ -116,8 +116,8 @@ def write_results(args: argparse.Namespace, rows: list[dict]) -> None:
         RESULTS / "search.json", json.dumps({"host": host, "args": vars(args), "rows": rows}, indent=2) + "\n"
     )
     write_text_atomic(RESULTS / "search.md", "\n".join(lines) + "\n")
-    if rows and Path(rows[0]["pareto_png"]).is_file():  # the first pair's front, for README
-        shutil.copyfile(rows[0]["pareto_png"], RESULTS / "search_pareto.png")
+    if rows and (ROOT / rows[0]["pareto_png"]).is_file():  # the first pair's front, for README
+        shutil.copyfile(ROOT / rows[0]["pareto_png"], RESULTS / "search_pareto.png")
 
 
 if __name__ == "__main__":
