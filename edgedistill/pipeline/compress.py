@@ -60,9 +60,8 @@ class CompressOptions:
     # a latency budget (ms on the first target) replaces --width: search -> distill the chosen architecture
     latency_ms: float | None = None
     host: str | None = None  # where the search measures its latency table (user@host[:port]); None: here
-    ssh: dict[str, Any] = field(
-        default_factory=dict
-    )  # how to reach it: options, identity, python (as profile)
+    # how to reach --host: options, identity, python (as `profile --host` takes them)
+    ssh: dict[str, Any] = field(default_factory=dict)
     search_options: dict[str, Any] = field(default_factory=dict)  # edgedistill.search.api.search keywords
 
     @property
