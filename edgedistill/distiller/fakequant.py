@@ -188,7 +188,8 @@ class QatStudent(nn.Module):
                 conv = getattr(owner, attr) if owner is not None else None
                 if not isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)):
                     continue  # not a conv, or folded already (a SepConv's pw, by its parent)
-                path = ".".join(p for p in (parent_name, name, "" if owner is parent else attr) if p)
+                path = f"{parent_name}.{name}" if parent_name else name
+                path = path if owner is parent else f"{path}.{attr}"
                 nxt = children[i + 1][1] if i + 1 < len(children) else None
                 bn = nxt if isinstance(nxt, _BN) else None
                 src = topo.weighted_inputs.get(path)

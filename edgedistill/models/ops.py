@@ -21,7 +21,6 @@ class ResizeConv(nn.Module):
 
     def __init__(self, cin: int, cout: int, mode: str, bias: bool) -> None:
         super().__init__()
-        self.mode = mode
         # a module of its own (no parameters, so no state-dict key): the resized tensor, which the
         # INT8 export quantizes, is then a module output that quantization-aware training can see
         corners = None if mode == "nearest" else False

@@ -86,9 +86,8 @@ def topology(fp32_onnx: str | Path, work_dir: str | Path | None = None) -> Topol
             if node.op_type in _PASS_VALUES and node.input[0] in producer.keys() | inputs:
                 topo.aliases[tensor] = node.input[0]
                 if node.op_type in _REQUANTIZING:
-                    with contextlib.suppress(
-                        EdgeDistillError
-                    ):  # inside a module: left unrounded (nearest is exact)
+                    # a resize that is not its own module's output stays unrounded (exact for nearest)
+                    with contextlib.suppress(EdgeDistillError):
                         topo.shared[_module_of(node, model, order)] = node.input[0]
                 continue
             topo.points[tensor] = _module_of(node, model, order)
