@@ -5,9 +5,10 @@
 
 For the embedded photo-restore teacher, per target (x86-onnxruntime, x86-openvino; INT8) and budget
 (--budget-ms, default: the uniform --width 0.22 student's INT8 latency predicted on that target, and half of it):
-1. `compress --latency-ms B`: search -> distill the chosen architecture -> export -> profile;
-2. the uniform student: the largest --width whose predicted latency fits B (the search's own ladder),
-   compressed with the same recipe and steps;
+1. `search` within B; the uniform student: the largest --width whose predicted latency fits B (the
+   search's own ladder), compressed (distill -> export -> profile);
+2. the chosen architecture compressed with the same recipe and steps, as `compress --latency-ms` does
+   after its search (unless the search chose the uniform student itself: then one student, one row);
 3. one interleaved profile of both artifacts, without the teacher (speed ratios from one run), and each student's
    PSNR/SSIM vs the teacher and feature distance from its distillation's held-out scores.
 Writes benchmarks/results/search.json and .md (the table for README) and search_pareto.png; prints the CPU.
@@ -44,27 +45,42 @@ def default_budget(teacher: str, target: str, size: tuple[int, int]) -> float:
 
 
 def run_pair(args: argparse.Namespace, target: str, budget: float) -> dict:
+    from edgedistill.search.api import search
+
     base = SCRATCH / f"{target}-{budget:g}ms"
     common = {"teacher": args.teacher, "targets": [target], "steps": args.steps, "precision": "int8",
               "threads": args.threads, "min_psnr": None}  # fmt: skip
-    searched = compress(CompressOptions(**common, out=base / "searched", latency_ms=budget))
-    found = json.loads((base / "searched" / "search" / "search.json").read_text())
+    if not (base / "search" / "arch.json").is_file():
+        search(args.teacher, target, budget, out=base / "search", precision="int8", threads=args.threads)
+    found = json.loads((base / "search" / "search.json").read_text())
     width = (found.get("uniform") or {}).get("uniform") or 0.22
     uniform = compress(CompressOptions(**common, out=base / "uniform", width=width))
-    arts = {name: str(base / name / "exports" / f"{target}-int8") for name in ("searched", "uniform")}
-    size = tuple(load_generator(args.teacher).spec.default_size or (256, 256))
-    # the two artifacts alone: beside the teacher (35 GMACs) they measured 25-30 % slower
+    spec = load_generator(args.teacher).spec
+    space = sp.space_for(spec)
+    chosen = sp.canonical(space, found["chosen"]["arch"])
+    same = sp.arch_key(chosen) == sp.arch_key(sp.uniform_arch(space, width))
+    # the search may choose the uniform student itself; else the chosen architecture is distilled,
+    # exported and profiled as compress --latency-ms does after its search
+    names = ("uniform",) if same else ("searched", "uniform")
+    if not same:
+        searched_opts = CompressOptions(**common, out=base / "searched", distill_options={"arch": chosen})
+        searched = compress(searched_opts)
+    arts = {name: str(base / name / "exports" / f"{target}-int8") for name in names}
+    size = tuple(spec.default_size or (256, 256))
+    # the artifacts alone: beside the teacher (35 GMACs) they measured 25-30 % slower
     prof = latency_table(arts, size, args.threads, args.profile_seconds)  # type: ignore[arg-type]
     p50 = {m.name: m.stats.p50 for m in prof.models if m.stats}
+    p50.setdefault("searched", p50["uniform"])
+    searched_metrics = (uniform if same else searched)["student_metrics"]
     return {
-        "target": target, "budget_ms": budget, "searched_arch": found["chosen"]["arch"], "uniform_width": width,
+        "target": target, "budget_ms": budget, "searched_arch": chosen, "uniform_width": width, "same_as_uniform": same,
         "predicted_ms": {"searched": found["chosen"]["predicted_ms"], "uniform": (found.get("uniform") or {}).get("predicted_ms")},
-        "measured_ms": {k: p50.get(k) for k in arts},
-        "searched": {k: searched["student_metrics"].get(k) for k in KEYS},
+        "measured_ms": {k: p50.get(k) for k in ("searched", "uniform")},
+        "searched": {k: searched_metrics.get(k) for k in KEYS},
         "uniform": {k: uniform["student_metrics"].get(k) for k in KEYS},
-        "timings": {"searched": searched.get("timings"), "uniform": uniform.get("timings")},
-        "search_wall_s": found.get("wall_s"),  # the search's own, kept when a resumed compress skips it
-        "pareto_png": str((base / "searched" / "search" / "pareto.png").relative_to(ROOT)),
+        "timings": {"uniform": uniform.get("timings"), **({} if same else {"searched": searched.get("timings")})},
+        "search_wall_s": found.get("wall_s"),
+        "pareto_png": str((base / "search" / "pareto.png").relative_to(ROOT)),
     }  # fmt: skip
 
 

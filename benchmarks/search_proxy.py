@@ -2,6 +2,7 @@
 
     python benchmarks/search_proxy.py                      # 7 candidates, ~1 h on 2 idle cores
     python benchmarks/search_proxy.py --steps 150 --n 6    # quicker, noisier
+    python benchmarks/search_proxy.py --rescore            # proxy variants vs students already distilled, ~6 min
 
 For the embedded photo-restore teacher: the uniform --width 0.22 student plus N architectures
 sampled from the search space (seeded) within a MACs window around it. Each is scored by
@@ -11,6 +12,10 @@ sampled from the search space (seeded) within a MACs window around it. Each is s
     on held-out inputs.
 Reports the Spearman rank correlation of each proxy with the distilled PSNR, and the proxies' cost.
 Writes benchmarks/results/search_proxy.json; prints the CPU it ran on.
+
+--rescore distills nothing: it scores proxy variants (--variants STEPS:const|decay) on the students
+whose distilled PSNR is already measured, this file's rows (--steps) and benchmarks/search.py's
+1000-step students, and writes their Spearman correlations to search_proxy_variants.json.
 """
 
 from __future__ import annotations
@@ -60,8 +65,13 @@ def main() -> None:
     ap.add_argument("--macs", type=float, nargs=2, default=(0.8, 3.0), help="GMACs window at 256x256")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rescore", action="store_true", help="proxy variants vs already distilled students")
+    ap.add_argument("--variants", nargs="+", default=["30:const", "120:decay"], help="STEPS:const|decay")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.rescore:
+        rescore(args)
+        return
     teacher = load_generator(args.teacher)
     spec, t_net = teacher.spec, teacher.module.eval()
     archs = candidates(spec, args.n, args.seed, *args.macs)
@@ -110,6 +120,45 @@ def main() -> None:
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_text_atomic(RESULTS / "search_proxy.json", json.dumps(result, indent=2) + "\n")
+
+
+def rescore(args: argparse.Namespace) -> None:
+    from scipy.stats import spearmanr
+
+    teacher = load_generator(args.teacher)
+    spec, t_net = teacher.spec, teacher.module.eval()
+    space = sp.space_for(spec)
+    sets = {"short": [(r["arch"], r["distilled_psnr"]) for r in
+                      json.loads((RESULTS / "search_proxy.json").read_text())["rows"]]}  # fmt: skip
+    long: dict[str, tuple[dict, float]] = {}
+    for r in json.loads((RESULTS / "search.json").read_text())["rows"]:
+        for arch, who in (
+            (r["searched_arch"], "searched"),
+            (sp.uniform_arch(space, r["uniform_width"]), "uniform"),
+        ):
+            long[sp.arch_key(sp.canonical(space, arch))] = (arch, r[who]["psnr_vs_teacher"])
+    sets["1000 steps"] = list(long.values())
+    pdata = proxy.proxy_data(t_net, spec, make_source(args.teacher, spec, None, args.seed, 64))
+    out: dict = {
+        "host": host_info(args.threads),
+        "sets": {k: len(v) for k, v in sets.items()},
+        "variants": {},
+    }
+    print(f"{out['host']['cpu']} ({', '.join(out['host']['isa'])}), {args.threads} threads")
+    print(f"{'variant':>12} {'s/cand':>7} " + " ".join(f"{k:>11}" for k in sets))
+    for v in args.variants:
+        steps, schedule = v.split(":")
+        t0, rhos, scores = time.perf_counter(), {}, {}
+        for name, rows in sets.items():
+            got = [proxy.score(t_net, spec, a, pdata, steps=int(steps), seed=args.seed, decay=schedule == "decay").psnr
+                   for a, _ in rows]  # fmt: skip
+            scores[name] = [round(x, 3) for x in got]
+            rhos[name] = float(spearmanr(got, [q for _, q in rows]).statistic)
+        per = (time.perf_counter() - t0) / sum(len(r) for r in sets.values())
+        out["variants"][v] = {"spearman": rhos, "seconds_per_candidate": round(per, 1), "scores": scores}
+        print(f"{v:>12} {per:7.1f} " + " ".join(f"{rhos[k]:11.3f}" for k in sets), flush=True)
+    out["sets_distilled"] = {k: [q for _, q in v] for k, v in sets.items()}
+    write_text_atomic(RESULTS / "search_proxy_variants.json", json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

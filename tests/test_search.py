@@ -27,6 +27,11 @@ def test_space_samples_buildable_archs_no_wider_than_the_teacher():
         net = sp.build(spec, arch)
         assert net(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
         assert sp.macs_of(spec, arch) > 0
+    # a choice equal to the teacher's is dropped: one model, one key
+    assert sp.canonical(space, {"widths": [8] * 5, "norm": "instance", "kernel": 3}) == {
+        "widths": [8] * 5,
+        "kernel": 3,
+    }
     # the uniform student is the --width student: same MACs as ngf scaled
     uni = sp.uniform_arch(space, 0.5)
     from edgedistill.metrics.complexity import measure_complexity
@@ -62,6 +67,24 @@ def test_pareto_front_keeps_only_undominated_points():
     assert pareto_front(cands) == [0, 1, 4]
 
 
+def test_growth_walks_children_towards_the_budget():
+    """A student at half the budget: its mutated children land nearer 95 % of it, none far over."""
+    from edgedistill.search.api import Candidate, _grow
+
+    spec = spec_for_family("resnet", {"ngf": 32, "n_blocks": 6, "norm": "batch"}, default_size=(32, 32))
+    space = sp.space_for(spec)
+    arch = sp.uniform_arch(space, 0.25)
+    macs = sp.macs_of(spec, arch)
+    parent = Candidate(arch, macs, predicted_ms=macs / 1e6, uniform=0.25)
+    budget = 2 * parent.predicted_ms
+    cands = {sp.arch_key(arch): parent}
+    children = _grow(space, spec, None, [parent], cands, budget, 0.8, 4, random.Random(0), tries=80)
+    ms = [c.macs / 1e6 for c in children]  # latency linear in MACs: the walk's estimate is exact
+    assert len(children) == 4 and all(c.grown and sp.arch_key(c.arch) in cands for c in children)
+    assert all(m <= 1.1 * budget for m in ms)
+    assert min(abs(m - 0.95 * budget) for m in ms) < 0.5 * abs(parent.predicted_ms - 0.95 * budget), ms
+
+
 def _macs_latency(model, spec):
     """A deterministic latency model for the search logic: 1 ms per MFLOP-pair (no runtime timing)."""
     return _macs(model, spec) / 1e6
@@ -89,6 +112,10 @@ def test_search_picks_a_candidate_within_budget_and_writes_its_front(tiny_genera
     assert (
         result.uniform is not None and result.uniform.uniform == 0.5 and result.uniform.proxy_psnr is not None
     )
+    # children grown towards the budget: MACs latency makes their parent-scaled estimate exact
+    grown = [c for c in result.candidates if c.grown]
+    assert grown and all(c.predicted_ms <= 1.1 * budget for c in grown)
+    assert len({sp.arch_key(c.arch) for c in result.candidates}) == len(result.candidates)
     saved = json.loads((tmp_path / "s" / "search.json").read_text())
     assert (
         saved["budget_ms"] == budget
@@ -123,7 +150,7 @@ def test_compress_with_a_latency_budget_searches_then_distills_the_chosen_arch(t
     opts = CompressOptions(
         teacher="digits-dcgan", targets=["x86-onnxruntime"], out=tmp_path / "c", steps=20, cache=32, calib_size=16,
         threads=1, profile_seconds=0.5, samples=4, min_psnr=None, qat_steps=0, latency_ms=budget,
-        search_options={"samples": 4, "predict_max": 4, "kd_top": 1, "kd_steps": 2},
+        search_options={"samples": 4, "predict_max": 4, "kd_top": 1, "kd_steps": 2, "evolve": 2},
     )  # fmt: skip
     report = compress(opts, log=lambda m: None)
     found = report["search"]
@@ -160,7 +187,7 @@ def test_compress_with_a_latency_budget_on_a_device_over_ssh(tmp_path, monkeypat
         opts = CompressOptions(
             teacher="digits-dcgan", targets=["x86-openvino"], out=tmp_path / "c", steps=20, cache=32, calib_size=16,
             threads=1, profile_seconds=0.3, samples=4, min_psnr=None, qat_steps=0, latency_ms=5.0,
-            host=reach["host"], ssh=ssh, search_options={"samples": 4, "predict_max": 3, "kd_top": 1, "kd_steps": 2},
+            host=reach["host"], ssh=ssh, search_options={"samples": 4, "predict_max": 3, "kd_top": 1, "kd_steps": 2, "evolve": 1},
         )  # fmt: skip
         said: list[str] = []
         report = compress(opts, log=said.append)

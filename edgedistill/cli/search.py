@@ -40,7 +40,8 @@ def search(
     samples: Annotated[int, typer.Option(help="architectures sampled (MACs only)")] = 60,
     predict_max: Annotated[int, typer.Option(help="of them, how many get a latency prediction")] = 24,
     kd_top: Annotated[int, typer.Option(help="candidates fine-tuned briefly for the final ranking")] = 4,
-    kd_steps: Annotated[int, typer.Option(help="KD steps per fine-tuned candidate")] = 30,
+    kd_steps: Annotated[int, typer.Option(help="KD steps per fine-tuned candidate")] = 120,
+    evolve: Annotated[int, typer.Option(help="children grown towards the budget and predicted")] = 12,
     time_budget: Annotated[
         float, typer.Option(help="seconds before the search settles on what it has")
     ] = 600.0,
@@ -56,7 +57,7 @@ def search(
 
     result = run_search(
         teacher, target, latency_ms, host, out=out, precision=precision, size=size, data=data, samples=samples,
-        predict_max=predict_max, kd_top=kd_top, kd_steps=kd_steps, time_budget_s=time_budget, seed=seed,
+        predict_max=predict_max, kd_top=kd_top, kd_steps=kd_steps, evolve=evolve, time_budget_s=time_budget, seed=seed,
         threads=threads, ssh=ssh_settings(ssh_option, identity, remote_python),
         log=lambda m: console.print(m, highlight=False),
     )  # fmt: skip

@@ -9,6 +9,7 @@ fractions of the teacher's stage widths rounded to multiples of 8 (int8 kernels 
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import random
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import torch
 from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.spec import GeneratorSpec
 from edgedistill.models.ops import UPSAMPLES
-from edgedistill.models.registry import create
+from edgedistill.models.registry import create, family_class
 
 FRACTIONS = (0.125, 0.1875, 0.25, 0.3125, 0.375, 0.5)  # of each teacher stage's width
 ROUND = 8
@@ -34,6 +35,7 @@ class SearchSpace:
     teacher_widths: list[int]
     choices: dict[str, list[Any]] = field(default_factory=dict)
     fractions: tuple[float, ...] = FRACTIONS
+    reference: dict[str, Any] = field(default_factory=dict)  # the teacher's value of each choice key
 
     def width_choices(self, stage: int) -> list[int]:
         full = self.teacher_widths[stage]
@@ -59,7 +61,15 @@ def space_for(spec: GeneratorSpec, fractions: tuple[float, ...] = FRACTIONS) -> 
         n = int(kwargs.get("n_blocks", 9))
         choices["n_blocks"] = list(range(max(1, n // 3), n + 1))
         choices["kernel"] = [7, 3]
-    return SearchSpace(family, kwargs, list(teacher.widths), choices, fractions)
+    defaults = {k: p.default for k, p in inspect.signature(family_class(family).__init__).parameters.items()}
+    reference = {k: kwargs.get(k, defaults.get(k)) for k in choices}
+    return SearchSpace(family, kwargs, list(teacher.widths), choices, fractions, reference)
+
+
+def canonical(space: SearchSpace, arch: dict[str, Any]) -> dict[str, Any]:
+    """The architecture without the choices that equal the teacher's: one model, one key (a mutated
+    uniform student that redraws `kernel=7` is still the uniform student)."""
+    return {k: v for k, v in arch.items() if k == "widths" or space.reference.get(k, object()) != v}
 
 
 def sample(space: SearchSpace, rng: random.Random) -> dict[str, Any]:
@@ -68,7 +78,7 @@ def sample(space: SearchSpace, rng: random.Random) -> dict[str, Any]:
     }
     for key, options in space.choices.items():
         arch[key] = rng.choice(options)
-    return arch
+    return canonical(space, arch)
 
 
 def mutate(space: SearchSpace, arch: dict[str, Any], rng: random.Random, p: float = 0.3) -> dict[str, Any]:
@@ -82,13 +92,7 @@ def mutate(space: SearchSpace, arch: dict[str, Any], rng: random.Random, p: floa
     for key, options in space.choices.items():
         if rng.random() < p:
             out[key] = rng.choice(options)
-    return out
-
-
-def crossover(a: dict[str, Any], b: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-    out = {k: copy.deepcopy(rng.choice((a[k], b[k]))) for k in a if k != "widths"}
-    out["widths"] = [rng.choice(pair) for pair in zip(a["widths"], b["widths"], strict=True)]
-    return out
+    return canonical(space, out)
 
 
 def uniform_arch(space: SearchSpace, width: float) -> dict[str, Any]:
