@@ -85,6 +85,13 @@ def test_growth_walks_children_towards_the_budget():
     assert min(abs(m - 0.95 * budget) for m in ms) < 0.5 * abs(parent.predicted_ms - 0.95 * budget), ms
 
 
+def _same(model, arch, spec):
+    """Whether `model` is the candidate `arch` (the same parameter shapes)."""
+    want = sp.build(spec, arch, "meta").state_dict()
+    got = model.state_dict()
+    return want.keys() == got.keys() and all(want[k].shape == got[k].shape for k in want)
+
+
 def _macs_latency(model, spec):
     """A deterministic latency model for the search logic: 1 ms per MFLOP-pair (no runtime timing)."""
     return _macs(model, spec) / 1e6
@@ -130,6 +137,21 @@ def test_search_picks_a_candidate_within_budget_and_writes_its_front(tiny_genera
     assert front and all(c in tuned for c in front)
     for c in front:  # nothing fine-tuned is faster and better than a front point
         assert not any(o.predicted_ms < c.predicted_ms and o.quality > c.quality for o in tuned)
+    # measured whole, the proxy's favourite runs at twice its prediction: the next best within budget wins
+    best_key = sp.arch_key(result.chosen.arch)
+
+    def measure(models):
+        return [(2.0 if _same(m, result.chosen.arch, loaded.spec) else 1.0) * _macs(m, loaded.spec) / 1e6
+                for m in models]  # fmt: skip
+
+    verified = search(
+        str(teacher), "x86-onnxruntime", budget, out=tmp_path / "v", samples=6, predict_max=6, kd_top=2,
+        kd_steps=2, latency_fn=lambda m, s: _macs(m, s) / 1e6, measure_fn=measure, log=lambda m: None,
+    )  # fmt: skip
+    finalists = [c for c in verified.candidates if c.proxy_psnr is not None]
+    assert len(finalists) >= 2 and all(c.measured_ms is not None for c in finalists)
+    assert sp.arch_key(verified.chosen.arch) != best_key and verified.chosen.measured_ms <= budget
+    assert verified.chosen.quality == max(c.quality for c in finalists if c.measured_ms <= budget)
     with pytest.raises(EdgeDistillError, match="no candidate fits"):
         search(str(teacher), "x86-onnxruntime", 1e-6, out=tmp_path / "t", samples=2, predict_max=2,
                latency_fn=lambda m, s: _macs(m, s) / 1e6, log=lambda m: None)  # fmt: skip

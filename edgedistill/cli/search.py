@@ -42,6 +42,9 @@ def search(
     kd_top: Annotated[int, typer.Option(help="candidates fine-tuned briefly for the final ranking")] = 4,
     kd_steps: Annotated[int, typer.Option(help="KD steps per fine-tuned candidate")] = 120,
     evolve: Annotated[int, typer.Option(help="children grown towards the budget and predicted")] = 12,
+    verify: Annotated[
+        bool, typer.Option(help="measure the finalists whole on the target; choose the best within budget")
+    ] = True,
     time_budget: Annotated[
         float, typer.Option(help="seconds before the search settles on what it has")
     ] = 600.0,
@@ -57,7 +60,7 @@ def search(
 
     result = run_search(
         teacher, target, latency_ms, host, out=out, precision=precision, size=size, data=data, samples=samples,
-        predict_max=predict_max, kd_top=kd_top, kd_steps=kd_steps, evolve=evolve, time_budget_s=time_budget, seed=seed,
+        predict_max=predict_max, kd_top=kd_top, kd_steps=kd_steps, evolve=evolve, verify=verify, time_budget_s=time_budget, seed=seed,
         threads=threads, ssh=ssh_settings(ssh_option, identity, remote_python),
         log=lambda m: console.print(m, highlight=False),
     )  # fmt: skip
@@ -72,7 +75,10 @@ def search(
         )
     console.print(table)
     c = result.chosen
-    console.print(f"chosen: {describe(c.arch)}  predicted {c.predicted_ms:.2f} ms, proxy {c.quality:.2f} dB")
+    measured = f", measured {c.measured_ms:.2f} ms" if c.measured_ms is not None else ""
+    console.print(
+        f"chosen: {describe(c.arch)}  predicted {c.predicted_ms:.2f} ms{measured}, proxy {c.quality:.2f} dB"
+    )
     if result.uniform is not None:
         u = result.uniform
         console.print(

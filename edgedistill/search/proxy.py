@@ -72,8 +72,8 @@ def score(
     """Short pixel-KD fine-tune of the candidate from inherited weights, then PSNR vs the teacher.
 
     The learning rate decays linearly to 0: at a constant 1e-3 the last Adam steps left each candidate
-    ~1-3 dB away from where its run was heading, enough to reverse rankings (benchmarks/search_proxy.py:
-    Spearman vs 1000-step distillation -0.5 at 30 constant steps, 0.8 at 120 decayed)."""
+    ~1-3 dB away from where its run was heading, enough to reverse rankings (benchmarks/search_proxy.py
+    --rescore: Spearman vs 1000-step distillation -0.2 at 30 constant steps, 0.9 at 120 decayed)."""
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     student, _ = make_student_from_arch(teacher, spec, arch)
