@@ -198,9 +198,9 @@ def search(
     log(f"search: {len(grown)} grown towards the budget, {near_budget} fits within {band:.0%}-100 % of it")
 
     # 4. short KD on the best few (those near the budget first: capacity left unspent is quality lost)
-    #    + the uniform baseline; the best after KD is chosen
+    #    + the uniform baseline: the finalists
     t0 = time.perf_counter()
-    base = max((c for c in fits if c.uniform is not None), key=lambda c: c.uniform or 0, default=None)
+    base = _uniform_base(fits)
     ranked = sorted(
         (c for c in fits if c.uniform is None),
         key=lambda c: (c.predicted_ms < band * latency_ms, -(c.proxy_inherited or 0)),  # type: ignore[operator]
@@ -214,7 +214,7 @@ def search(
     wall["proxy_s"] = round(time.perf_counter() - t0, 1)
 
     # 5. the finalists measured whole, compiled as export compiles them, where the budget holds: the
-    #    block model errs by up to ~20 % (a depthwise student predicted at 24.5 ms ran 32.3 ms on OpenVINO)
+    #    block model can err by half (depthwise students predicted at 24.5 ms ran 32-36 ms on OpenVINO)
     t0 = time.perf_counter()
     finalists = sorted((c for c in fits if c.proxy_psnr is not None), key=lambda c: -c.quality)
     measure = measure_fn or (
@@ -279,8 +279,13 @@ GROW_ROUNDS = 3
 def _parents(fits: list[Candidate], n: int = 4) -> list[Candidate]:
     """Whom to mutate next: the best fits by the inherited proxy, and the uniform baseline."""
     best = sorted((c for c in fits if c.uniform is None), key=lambda c: -(c.proxy_inherited or 0))[:n]
-    base = max((c for c in fits if c.uniform is not None), key=lambda c: c.uniform or 0, default=None)
+    base = _uniform_base(fits)
     return [*best, *([base] if base else [])]
+
+
+def _uniform_base(fits: list[Candidate]) -> Candidate | None:
+    """The baseline to beat: the widest uniform-width student within budget."""
+    return max((c for c in fits if c.uniform is not None), key=lambda c: c.uniform or 0, default=None)
 
 
 def _grow(
