@@ -185,7 +185,7 @@ def search(
         if time.perf_counter() - started > time_budget_s * 0.6:
             log("search: time budget reached while growing; scoring what is predicted")
             break
-        children = _grow(space, spec, hw, parents, cands, latency_ms, band, -(-evolve // GROW_ROUNDS), rng)
+        children = _grow(space, spec, hw, parents, cands, latency_ms, -(-evolve // GROW_ROUNDS), rng)
         for c in children:
             c.predicted_ms = predict(sp.build(spec, c.arch))
             if c.predicted_ms <= latency_ms:
@@ -295,7 +295,6 @@ def _grow(
     parents: list[Candidate],
     cands: dict[str, Candidate],
     latency_ms: float,
-    band: float,
     n: int,
     rng: random.Random,
     tries: int = 60,
