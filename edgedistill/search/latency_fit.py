@@ -18,11 +18,13 @@ MIN_REFS_FOR_SPLIT references, some with and some without much upsampling, and i
 it finds what cutting does (d below c, both in (0.25, 2)); otherwise one scale c for all blocks,
 and with fewer than MIN_REFS_FOR_SCALE references c = 1 and only a + b * kernels is fitted.
 
-A line fitted on the references can cross zero below the smallest of them (a negative intercept,
-fitted on a busy machine): a model far smaller than every reference would be predicted to take
-negative time. So below the smallest reference's blocks' sum (`floor_below_ms`) no prediction goes
-under the smallest whole/blocks ratio a reference measured, times the model's own blocks' sum
-(`floor_ratio`); within the references' range the line alone predicts.
+A line fitted on the references can cross zero (a negative intercept, fitted on a busy machine: CI
+once saw -0.13 ms for a digits DCGAN candidate): a model far smaller than the references, or one
+the line misses, would be predicted to take negative time. So below the smallest reference's
+blocks' sum (`floor_below_ms`), and wherever the line reaches zero, no prediction goes under the
+smallest whole/blocks ratio a reference measured (`floor_ratio`) times the model's own blocks' sum;
+elsewhere the line alone predicts (the ratio is no lower bound there: a reference with many kernels
+per ms has a high one).
 """
 
 from __future__ import annotations
@@ -104,10 +106,11 @@ def _split_fit(k: np.ndarray, s: np.ndarray, y: np.ndarray, up: np.ndarray) -> d
 def whole_ms(fit: dict[str, Any], blocks_ms: float, kernels: int, up_ms: float = 0.0) -> float:
     """A whole model's predicted ms from its blocks' sum (`up_ms` of it upsampling blocks) and its
     kernel count (see overhead_fit); a fit without d scales every block by c. Smaller than every
-    reference, never below their smallest whole/blocks ratio times the blocks' sum."""
+    reference, or where the line reaches zero, never below their smallest whole/blocks ratio times
+    the blocks' sum: a time is positive."""
     c = fit.get("c", 1.0)
     d = fit.get("d", c)
     line = fit["a"] + fit["b"] * kernels + c * (blocks_ms - up_ms) + d * up_ms
-    if blocks_ms >= fit.get("floor_below_ms", 0.0):
+    if line > 0 and blocks_ms >= fit.get("floor_below_ms", 0.0):
         return line
     return max(line, fit.get("floor_ratio", 0.0) * blocks_ms)
