@@ -53,7 +53,7 @@ def test_compress_digits_then_resume_skips_stages(tmp_path):
     out = tmp_path / "c"
     opts = CompressOptions(
         teacher="digits-dcgan", targets=["x86-onnxruntime", "jetson-orin-nano"], out=out, width=0.25, steps=80, cache=64,
-        calib_size=32, threads=1, profile_seconds=0.5, samples=4,
+        calib_size=32, threads=1, profile_seconds=0.5, samples=4, distill_options={"eval_samples": 256},
     )  # fmt: skip
     logs: list[str] = []
     report = compress(opts, log=logs.append)

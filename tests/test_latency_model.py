@@ -20,7 +20,7 @@ from edgedistill.core.spec import spec_for_family
 from edgedistill.core.targets import get_target
 from edgedistill.models.registry import create
 from edgedistill.onnxtools.qdq import compute_ranges, quantize_qdq
-from edgedistill.search import block_timing, deploy, latency
+from edgedistill.search import block_timing, deploy, latency, latency_table
 from edgedistill.search.block_timing import Kernel, summarize
 from edgedistill.search.blocks import Block
 
@@ -61,11 +61,74 @@ def test_predict_measures_once_then_reads_the_cache(tmp_path: Path, monkeypatch:
     def no_timing(*_a, **_k):
         raise AssertionError("a cached block was measured again")
 
-    monkeypatch.setattr(latency, "time_local", no_timing)
+    monkeypatch.setattr(latency, "time_local_many", no_timing)
     again = latency.predict(
         model, spec, "x86-onnxruntime", "fp32", SIZE, cache_dir=tmp_path, overhead=False, progress=False
     )
     assert again.ms == pytest.approx(first.ms)
+
+
+def test_predict_many_times_the_new_blocks_of_several_models_in_one_batch(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The search predicts candidates in batches: their new blocks (each once, shared ones too) are
+    timed in one go (over SSH: one session), and each model gets its own prediction."""
+    (small, spec), (large, _) = _tiny(n_blocks=1), _tiny(n_blocks=2)
+    monkeypatch.setattr(latency, "BLOCK_CALLS", 2)
+    monkeypatch.setattr(latency, "BLOCK_SECONDS", 0.0)
+    batches: list[int] = []
+    real = latency.time_local_many
+
+    def counted(dirs, *a, **k):
+        batches.append(len(dirs))
+        return real(dirs, *a, **k)
+
+    monkeypatch.setattr(latency, "time_local_many", counted)
+    preds = latency.predict_many(
+        [small, large],
+        spec,
+        "x86-onnxruntime",
+        "fp32",
+        SIZE,
+        cache_dir=tmp_path,
+        overhead=False,
+        progress=False,
+    )
+    keys = {r["block"] for p in preds for r in p.rows}
+    assert batches == [len(keys)], "one batch, every distinct block once"
+    assert preds[1].ms > preds[0].ms > 0 and len(preds[1].rows) >= len(preds[0].rows)
+
+
+def test_one_inputs_file_feeds_blocks_that_share_an_input_name() -> None:
+    """Blocks of two candidates can name a tensor alike at different widths; timed in one remote
+    session they read one inputs file, where each block's arrays travel under its own label."""
+    from types import SimpleNamespace
+
+    from edgedistill.runtime.sources import OWN_INPUT, make_inputs
+
+    runner = SimpleNamespace(input_names=("t",))  # make_inputs reads only the names
+    given = {
+        f"b0{OWN_INPUT}t": np.zeros((1, 8, 4, 4), np.float32),
+        f"b1{OWN_INPUT}t": np.ones((1, 16, 4, 4), np.float32),
+    }
+    src = SimpleNamespace(label="b1", spec=None, given="b1")
+    assert make_inputs(src, runner, None, 1, 0, given)["t"].shape == (1, 16, 4, 4)
+    src.label = "b0"
+    assert make_inputs(src, runner, None, 1, 0, given)["t"].shape == (1, 8, 4, 4)
+    src.label = "plain"  # a source with no labelled arrays takes the unlabelled ones, as before
+    assert make_inputs(src, runner, None, 1, 0, {**given, "t": np.ones((1, 3, 2, 2), np.float32)})[
+        "t"
+    ].shape == (1, 3, 2, 2)
+
+
+def test_references_take_the_teachers_norm() -> None:
+    """The whole-model fit is made on references in the teacher's norm (a BatchNorm folds into its
+    conv, an InstanceNorm runs as kernels of its own), and kept apart per norm in the table."""
+    assert latency.reference_norm(spec_for_family("resnet", {"ngf": 8})) == "instance"
+    assert latency.reference_norm(spec_for_family("resnet", {"ngf": 8, "norm": "batch"})) == "batch"
+    assert latency.reference_norm(spec_for_family("unet", {"ngf": 8})) == "batch"
+    assert latency.reference_norm(spec_for_family("dcgan", {"ngf": 8})) is None
+    assert latency_table.io_key("image", (64, 64), "batch") == "image@64x64/batch"
 
 
 def test_boundary_kernels_are_left_out() -> None:

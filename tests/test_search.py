@@ -168,6 +168,7 @@ def test_compress_with_a_latency_budget_searches_then_distills_the_chosen_arch(t
         teacher="digits-dcgan", targets=["x86-onnxruntime"], out=tmp_path / "c", steps=20, cache=32, calib_size=16,
         threads=1, profile_seconds=0.5, samples=4, min_psnr=None, qat_steps=0, latency_ms=budget,
         search_options={"samples": 4, "predict_max": 4, "kd_top": 1, "kd_steps": 2, "evolve": 2},
+        distill_options={"eval_samples": 256},  # not the 10k digits held out: the test checks wiring
     )  # fmt: skip
     report = compress(opts, log=lambda m: None)
     found = report["search"]
@@ -205,6 +206,7 @@ def test_compress_with_a_latency_budget_on_a_device_over_ssh(tmp_path, monkeypat
             teacher="digits-dcgan", targets=["x86-openvino"], out=tmp_path / "c", steps=20, cache=32, calib_size=16,
             threads=1, profile_seconds=0.3, samples=4, min_psnr=None, qat_steps=0, latency_ms=5.0,
             host=reach["host"], ssh=ssh, search_options={"samples": 4, "predict_max": 3, "kd_top": 1, "kd_steps": 2, "evolve": 1},
+            distill_options={"eval_samples": 256},
         )  # fmt: skip
         said: list[str] = []
         report = compress(opts, log=said.append)

@@ -183,6 +183,9 @@ def torch_source(model: str, label: str | None = None, **load_kwargs: Any) -> So
     )
 
 
+OWN_INPUT = "::"  # "LABEL::name": an input array for one source only (make_inputs)
+
+
 def make_inputs(
     source: Source,
     runner: Runner,
@@ -192,9 +195,13 @@ def make_inputs(
     given: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Inputs by the runner's input names: given arrays, else random ones from the spec (same seed
-    for every model, so outputs can be compared)."""
+    for every model, so outputs can be compared). Given arrays named "LABEL::name" belong to the
+    source labelled LABEL alone: one inputs file can feed models whose inputs share a name at
+    different shapes (the search's blocks of several candidates, timed in one remote session)."""
+    prefix = f"{source.label}{OWN_INPUT}"
     if given is not None:
-        arrays = given
+        own = {k[len(prefix) :]: v for k, v in given.items() if k.startswith(prefix)}
+        arrays = own or {k: v for k, v in given.items() if OWN_INPUT not in k}
     elif source.spec is not None:
         arrays = source.spec.example_arrays(size=size, batch=batch, seed=seed)
     else:

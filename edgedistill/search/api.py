@@ -33,6 +33,9 @@ from edgedistill.core.errors import EdgeDistillError
 from edgedistill.search import space as sp
 
 UNIFORM_LADDER = (0.1, 0.125, 0.15, 0.175, 0.2, 0.22, 0.25, 0.3, 0.35, 0.4, 0.5)
+GROW_ROUNDS = 3  # rounds of children, each predicted before the next mutates them
+PREDICT_BATCH = 8  # candidates whose new blocks are timed together (over SSH: one session)
+LADDER_BATCH = 4  # uniform widths predicted together, until one is over budget
 
 
 @dataclass
@@ -146,20 +149,25 @@ def search(
     t0 = time.perf_counter()
     predict, source_name = _latency_model(latency_fn, spec, tgt, hw, host, threads, ssh, log)
     uniform = sorted((c for c in cands.values() if c.uniform is not None), key=lambda c: c.macs)
-    for c in uniform:
-        c.predicted_ms = predict(sp.build(spec, c.arch))
-        if c.predicted_ms > latency_ms:
+    for i in range(0, len(uniform), LADDER_BATCH):
+        batch = uniform[i : i + LADDER_BATCH]
+        for c, ms in zip(batch, predict([sp.build(spec, c.arch) for c in batch]), strict=True):
+            c.predicted_ms = ms
+        if any((c.predicted_ms or 0.0) > latency_ms for c in batch):
             break  # the ladder is monotone: the next widths are slower still
     ms_per_mac = _ms_per_mac(uniform)
     near = [c for c in cands.values() if c.predicted_ms is None and c.uniform is None]
     near.sort(
         key=lambda c: abs(c.macs * ms_per_mac - 0.9 * latency_ms)
     )  # op swaps move ms per MAC, so a wide net
-    for c in near[:predict_max]:
+    near = near[:predict_max]
+    for i in range(0, len(near), PREDICT_BATCH):
         if time.perf_counter() - started > time_budget_s * 0.5:
             log("search: half the time budget spent on latency; scoring what is predicted")
             break
-        c.predicted_ms = predict(sp.build(spec, c.arch))
+        batch = near[i : i + PREDICT_BATCH]
+        for c, ms in zip(batch, predict([sp.build(spec, c.arch) for c in batch]), strict=True):
+            c.predicted_ms = ms
     wall["latency_s"] = round(time.perf_counter() - t0, 1)
     fits = [c for c in cands.values() if c.predicted_ms is not None and c.predicted_ms <= latency_ms]
     log(f"search: latency ({source_name}) predicted for "
@@ -181,13 +189,13 @@ def search(
         c.proxy_inherited = proxy.score(t_net, spec, c.arch, pdata, steps=0).psnr_inherited
     grown: list[Candidate] = []
     parents = _parents(fits)
-    for _ in range(GROW_ROUNDS):  # each round's children are predicted exactly before the next mutates them
+    for _ in range(GROW_ROUNDS):
         if time.perf_counter() - started > time_budget_s * 0.6:
             log("search: time budget reached while growing; scoring what is predicted")
             break
         children = _grow(space, spec, hw, parents, cands, latency_ms, -(-evolve // GROW_ROUNDS), rng)
-        for c in children:
-            c.predicted_ms = predict(sp.build(spec, c.arch))
+        for c, ms in zip(children, predict([sp.build(spec, c.arch) for c in children]), strict=True):
+            c.predicted_ms = ms
             if c.predicted_ms <= latency_ms:
                 c.proxy_inherited = proxy.score(t_net, spec, c.arch, pdata, steps=0).psnr_inherited
                 fits.append(c)
@@ -250,30 +258,27 @@ def _latency_model(
     threads: int | None,
     ssh: dict[str, Any] | None,
     log: Callable[[str], None],
-) -> tuple[Callable[[Any], float], str]:
-    """The target's measured-block latency model (search/latency.py)."""
+) -> tuple[Callable[[list[Any]], list[float]], str]:
+    """The target's measured-block latency model (search/latency.py), over a batch of models."""
     if latency_fn is not None:
-        return (lambda m: float(latency_fn(m, spec))), "given"
-    from edgedistill.search.latency import predict_latency
+        return (lambda models: [float(latency_fn(m, spec)) for m in models]), "given"
+    from edgedistill.search.latency import predict_many
 
-    def predict(model: Any) -> float:
-        ms = float(
-            predict_latency(
-                model, spec, tgt, tgt.precision, hw, host, threads=threads, progress=False, ssh=ssh
-            )
-        )
-        if not ms > 0:  # a table measured on a busy machine can fit a negative overhead
-            raise EdgeDistillError(
-                f"the latency table of {tgt.name} {tgt.precision} predicts {ms:.2f} ms: it was measured on a busy "
-                "machine; delete it (~/.cache/edgedistill/latency, or $EDGEDISTILL_CACHE) and search on an idle one"
-            )
-        return ms
+    def predict(models: list[Any]) -> list[float]:
+        out = []
+        for p in predict_many(
+            models, spec, tgt, tgt.precision, hw, host, threads=threads, progress=False, ssh=ssh
+        ):
+            if not p.ms > 0:  # the fit floors a time at a positive one: a table this wrong is corrupt
+                raise EdgeDistillError(
+                    f"the latency table of {tgt.name} {tgt.precision} predicts {p.ms:.2f} ms: it was measured on a "
+                    "busy machine; delete it (~/.cache/edgedistill/latency, or $EDGEDISTILL_CACHE) and search on an idle one"
+                )
+            out.append(float(p.ms))
+        return out
 
     where = host or "this host"
     return predict, f"measured blocks, {tgt.name} {tgt.precision} on {where}"
-
-
-GROW_ROUNDS = 3
 
 
 def _parents(fits: list[Candidate], n: int = 4) -> list[Candidate]:

@@ -93,6 +93,9 @@ def _precision_label(k: Kernel) -> str:
 
 
 # ------------------------------------------------------------------------------------------ local
+ROUND_GROUP = 48  # blocks loaded at once and timed in interleaved rounds (bounds the memory held)
+
+
 def time_local(
     artifact_dir: Path,
     feed: dict[str, np.ndarray],
@@ -101,106 +104,116 @@ def time_local(
     seconds: float,
     clock: str = "wall",
 ) -> list[Kernel]:
-    """Per-kernel median ms of `calls` profiled inferences (and at least `seconds`), after warm-up.
+    """Per-kernel median ms of one block's profiled calls (see time_local_many)."""
+    return time_local_many([artifact_dir], [feed], threads, calls, seconds, clock)[0]
+
+
+def time_local_many(
+    artifact_dirs: Sequence[Path],
+    feeds: Sequence[dict[str, np.ndarray]],
+    threads: int | None,
+    calls: int,
+    seconds: float,
+    clock: str = "wall",
+    advance: Callable[[int], None] | None = None,
+) -> list[list[Kernel]]:
+    """Per-kernel median ms of each block's `calls` profiled inferences, after warm-up, the blocks
+    taken in interleaved rounds (one call each per round) until every block has its calls and the
+    rounds have lasted `seconds` per block.
+
+    Why rounds: on a shared 2-vCPU machine a block's kernels run at twice their time while a core
+    is stolen, in bursts that outlast the block's few calls; one block after another, a burst
+    poisons every call of one block (the same block timed 3.4 ms in one pass and 7.0 in the next,
+    and a model's blocks summed 0.88-1.25x across two passes, p10-p90). Spread over the whole
+    measurement, each block's median sees what a whole model's does.
 
     clock "cpu" (one thread on a machine shared with other work): the kernels' profiler times
     count the time they waited for a core, long kernels more often; their shares are kept and
     scaled to the median process CPU time per call, which does not count waiting."""
-    from edgedistill.backends import load_runner
-
-    art = load_artifact(artifact_dir)
-    runner = load_runner(art, threads=threads, profile_layers=True)
-    cpu: list[int] = []
-    timed = _CpuTimed(runner, cpu) if clock == "cpu" else runner
-    try:
-        warm = 3
-        for _ in range(warm):
-            runner.run(feed)
-        if art.backend == "openvino":
-            kernels = _openvino_medians(timed, feed, calls, seconds)
-        elif art.backend == "onnxruntime":
-            kernels = _ort_medians(timed, feed, calls, seconds, skip=warm)
-        else:  # any other runtime: its own per-layer means
-            _repeat(timed, feed, calls, seconds)
-            kernels = [Kernel(t.name, t.op_type, t.ms, t.precision) for t in runner.layer_times()]
-    finally:
-        close = getattr(runner, "close", None)
-        if close is not None:
-            close()
-    total = sum(k.ms for k in kernels if k.op_type not in NOT_KERNELS)
-    if clock == "cpu" and cpu and total > 0:
-        scale = float(np.median(cpu)) / 1e6 / total
-        kernels = [Kernel(k.name, k.op_type, k.ms * scale, k.precision) for k in kernels]
-    return kernels
+    out: list[list[Kernel]] = []
+    for i in range(0, len(artifact_dirs), ROUND_GROUP):
+        group = [
+            _Profiled(d, f, threads, clock)
+            for d, f in zip(artifact_dirs[i : i + ROUND_GROUP], feeds[i : i + ROUND_GROUP], strict=True)
+        ]
+        try:
+            done, start = 0, time.perf_counter()
+            while done < calls or time.perf_counter() - start < seconds * len(group):
+                for b in group:
+                    b.call()
+                done += 1
+            out += [b.kernels() for b in group]
+        finally:
+            for b in group:
+                b.close()
+        if advance is not None:
+            advance(len(group))
+    return out
 
 
-class _CpuTimed:
-    """The runner, with each run's process CPU time kept."""
+class _Profiled:
+    """One block's runner with the runtime's per-kernel profiler on, its timings kept per call."""
 
-    def __init__(self, runner: Any, into: list[int]) -> None:
-        self._runner, self._into = runner, into
-        self.session = getattr(runner, "session", None)
-        self.request = getattr(runner, "request", None)
+    WARM = 3
 
-    def run(self, feed: dict[str, np.ndarray]) -> Any:
+    def __init__(self, artifact_dir: Path, feed: dict[str, np.ndarray], threads: int | None, clock: str):
+        from edgedistill.backends import load_runner
+
+        self.art = load_artifact(artifact_dir)
+        self.runner = load_runner(self.art, threads=threads, profile_layers=True)
+        self.feed, self.clock = feed, clock
+        self.cpu: list[int] = []
+        self.durations: dict[str, list[float]] = {}
+        self.info: dict[str, tuple[str, str]] = {}
+        for _ in range(self.WARM):
+            self.runner.run(feed)
+
+    def call(self) -> None:
         t0 = time.process_time_ns()
-        out = self._runner.run(feed)
-        self._into.append(time.process_time_ns() - t0)
-        return out
+        self.runner.run(self.feed)
+        self.cpu.append(time.process_time_ns() - t0)
+        if self.art.backend == "openvino":
+            import openvino as ov
+
+            for p in self.runner.request.profiling_info:
+                if p.status == ov.ProfilingInfo.Status.EXECUTED:
+                    self.durations.setdefault(p.node_name, []).append(p.real_time.total_seconds() * 1e3)
+                    self.info.setdefault(p.node_name, (p.node_type, p.exec_type))
+
+    def kernels(self) -> list[Kernel]:
+        if self.art.backend == "onnxruntime":
+            self._read_ort_profile()
+        if self.durations:
+            kernels = [
+                Kernel(n, self.info[n][0], float(np.median(d)), self.info[n][1])
+                for n, d in self.durations.items()
+            ]
+        else:  # any other runtime: its own per-layer means
+            kernels = [Kernel(t.name, t.op_type, t.ms, t.precision) for t in self.runner.layer_times()]
+        total = sum(k.ms for k in kernels if k.op_type not in NOT_KERNELS)
+        if self.clock == "cpu" and self.cpu and total > 0:
+            scale = float(np.median(self.cpu)) / 1e6 / total
+            kernels = [Kernel(k.name, k.op_type, k.ms * scale, k.precision) for k in kernels]
+        return kernels
+
+    def _read_ort_profile(self) -> None:
+        from edgedistill.backends.onnxruntime import _compute_dtype
+
+        path = self.runner.session.end_profiling()
+        events = json.loads(Path(path).read_text())
+        for e in events:
+            name = e.get("name", "")
+            if e.get("cat") != "Node" or not name.endswith("_kernel_time"):
+                continue
+            node, args = name[: -len("_kernel_time")], e.get("args", {})
+            self.durations.setdefault(node, []).append(float(e.get("dur", 0)) / 1000.0)
+            self.info.setdefault(node, (str(args.get("op_name", "")), _compute_dtype(args)))
+        self.durations = {n: d[self.WARM :] or d for n, d in self.durations.items()}
 
     def close(self) -> None:
-        close = getattr(self._runner, "close", None)
+        close = getattr(self.runner, "close", None)
         if close is not None:
             close()
-
-
-def _repeat(runner: Any, feed: dict[str, np.ndarray], calls: int, seconds: float) -> int:
-    done, start = 0, time.perf_counter()
-    while done < calls or time.perf_counter() - start < seconds:
-        runner.run(feed)
-        done += 1
-    return done
-
-
-def _ort_medians(
-    runner: Any, feed: dict[str, np.ndarray], calls: int, seconds: float, skip: int
-) -> list[Kernel]:
-    from edgedistill.backends.onnxruntime import _compute_dtype
-
-    _repeat(runner, feed, calls, seconds)
-    path = runner.session.end_profiling()
-    try:
-        events = json.loads(Path(path).read_text())
-    finally:
-        runner.close()
-    durations: dict[str, list[float]] = {}
-    info: dict[str, tuple[str, str]] = {}
-    for e in events:
-        name = e.get("name", "")
-        if e.get("cat") != "Node" or not name.endswith("_kernel_time"):
-            continue
-        node, args = name[: -len("_kernel_time")], e.get("args", {})
-        durations.setdefault(node, []).append(float(e.get("dur", 0)) / 1000.0)
-        info.setdefault(node, (str(args.get("op_name", "")), _compute_dtype(args)))
-    return [Kernel(n, info[n][0], float(np.median(d[skip:] or d)), info[n][1]) for n, d in durations.items()]
-
-
-def _openvino_medians(runner: Any, feed: dict[str, np.ndarray], calls: int, seconds: float) -> list[Kernel]:
-    import openvino as ov
-
-    executed = ov.ProfilingInfo.Status.EXECUTED
-    durations: dict[str, list[float]] = {}
-    info: dict[str, tuple[str, str]] = {}
-    done, start = 0, time.perf_counter()
-    while done < calls or time.perf_counter() - start < seconds:
-        runner.run(feed)
-        done += 1
-        for p in runner.request.profiling_info:
-            if p.status != executed:
-                continue
-            durations.setdefault(p.node_name, []).append(p.real_time.total_seconds() * 1e3)
-            info.setdefault(p.node_name, (p.node_type, p.exec_type))
-    return [Kernel(n, info[n][0], float(np.median(d)), info[n][1]) for n, d in durations.items()]
 
 
 # ------------------------------------------------------------------------------------------ remote
@@ -215,8 +228,9 @@ def time_remote(
 ) -> list[list[Kernel]]:
     """Every block artifact profiled on `host` in one SSH session, as `edgedistill profile --host`
     runs it (profiler/remote.py: the runtime part zipped, run there, the report back); per-kernel
-    means as the device reports them. The blocks come from one model, so their input tensors have
-    one name each: one inputs file holds them all and each block takes its own by name."""
+    means as the device reports them. The blocks may come from several models that name a tensor
+    alike at different widths: each block's inputs travel under its own label (runtime/sources.py
+    OWN_INPUT), all in one inputs file."""
     from edgedistill.profiler.remote import run_remote
     from edgedistill.runtime.session import ProfileOptions
     from edgedistill.runtime.sources import artifact_source
@@ -231,9 +245,9 @@ def time_remote(
         roofline=False,
     )
     ssh = ssh or {}
-    merged: dict[str, np.ndarray] = {}
-    for feed in feeds:
-        merged.update(feed)
+    from edgedistill.runtime.sources import OWN_INPUT
+
+    merged = {f"b{i}{OWN_INPUT}{name}": a for i, feed in enumerate(feeds) for name, a in feed.items()}
     sources = [artifact_source(load_artifact(d), str(d), f"b{i}") for i, d in enumerate(artifact_dirs)]
     report = run_remote(
         host, sources, opts, inputs=merged, ssh_options=ssh.get("options", ()), identity=ssh.get("identity"),

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.spec import GeneratorSpec, spec_for_family
 from edgedistill.core.targets import Target, get_target
-from edgedistill.search.block_timing import summarize, time_local, time_remote
+from edgedistill.search.block_timing import summarize, time_local_many, time_remote
 from edgedistill.search.blocks import Block
 from edgedistill.search.latency_compile import (
     CALIB_SAMPLES,
@@ -87,11 +87,14 @@ __all__ = [
     "fit_overhead",
     "is_upsampling",
     "measure_blocks",
+    "measure_blocks_of",
     "measure_latency",
     "measure_models",
     "overhead_fit",
     "predict",
     "predict_latency",
+    "predict_many",
+    "reference_norm",
     "time_blocks",
     "whole_ms",
 ]
@@ -164,18 +167,42 @@ def predict(
     `host` (user@device[:port]) measures on a device over SSH; `ssh` holds run_remote's options
     (options, identity, python, timeout). `overhead=False` leaves the overhead out (no reference
     models are measured; the sum of blocks alone)."""
+    return predict_many(
+        [model], spec, target, precision, size, host, cache_dir=cache_dir, threads=threads,
+        progress=progress, ssh=ssh, log=log, overhead=overhead,
+    )[0]  # fmt: skip
+
+
+def predict_many(
+    models: Sequence[torch.nn.Module],
+    spec: GeneratorSpec,
+    target: str | Path | Target,
+    precision: str | None = None,
+    size: tuple[int, int] | None = None,
+    host: str | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+    ssh: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+    overhead: bool = True,
+) -> list[Prediction]:
+    """`predict` for models of one spec: the blocks none of them has in the table are compiled, then
+    timed in one batch (over SSH one remote session, not one per model)."""
     tgt = _target(target, precision)
     size = _size(spec, tgt, size)
     table = LatencyTable.open(tgt, host, threads, cache_dir)
     with tempfile.TemporaryDirectory(prefix="edgedistill-latency-") as work_str:
         work = Path(work_str)
-        cut = cut_model(model, spec, tgt, size, work)
-        missing = _unique([b for b in cut.blocks if table.block(b.key) is None])
+        cuts = [cut_model(m, spec, tgt, size, work / f"m{i}") for i, m in enumerate(models)]
+        missing = _missing(cuts, table)
         if missing:
-            measure_blocks(cut, missing, tgt, table, work, host, threads, progress, ssh, log)
-        if overhead and table.overhead(spec.kind, size) is None:
-            fit_overhead(table, spec.kind, size, tgt, host, threads, progress, ssh, log)
-    return table.predict(cut.blocks, spec.kind, size, with_overhead=overhead)
+            measure_blocks_of(missing, tgt, table, work, host, threads, progress, ssh, log)
+        norm = reference_norm(spec)
+        if overhead and table.overhead(spec.kind, size, norm) is None:
+            fit_overhead(table, spec.kind, size, tgt, host, threads, progress, ssh, log, norm)
+    return [table.predict(cut.blocks, spec.kind, size, overhead, norm) for cut in cuts]
 
 
 def measure_latency(
@@ -235,16 +262,38 @@ def measure_blocks(
     log: Callable[[str], None] | None = None,
 ) -> None:
     """Compile each block as export would and time it; the table is saved after each block."""
+    measure_blocks_of([(cut, b) for b in blocks], tgt, table, work, host, threads, progress, ssh, log)
+
+
+def measure_blocks_of(
+    pairs: Sequence[tuple[CutModel, Block]],
+    tgt: Target,
+    table: LatencyTable,
+    work: Path,
+    host: str | None,
+    threads: int | None,
+    progress: bool = True,
+    ssh: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> None:
+    """`measure_blocks` for blocks of several cut models: each compiled with its own model's
+    activations, all timed in one batch."""
     from edgedistill.onnxtools.qdq import progress_bar
 
-    acts = _activations(cut, blocks)
+    by_cut: dict[int, tuple[CutModel, list[Block]]] = {}
+    for cut, b in pairs:
+        by_cut.setdefault(id(cut), (cut, []))[1].append(b)
+    blocks: list[Block] = []
     dirs: list[Path] = []
     with progress_bar(
-        progress, f"compiling {len(blocks)} block(s) for {tgt.name} {tgt.precision}", len(blocks)
+        progress, f"compiling {len(pairs)} block(s) for {tgt.name} {tgt.precision}", len(pairs)
     ) as advance:
-        for i, b in enumerate(blocks):
-            dirs.append(compile_block(cut, b, acts, tgt, work / f"b{i}"))
-            advance(1)
+        for cut, bs in by_cut.values():
+            acts = _activations(cut, bs)
+            for b in bs:
+                dirs.append(compile_block(cut, b, acts, tgt, work / f"b{len(dirs)}"))
+                blocks.append(b)
+                advance(1)
     time_blocks(blocks, dirs, tgt, table, host, threads, progress, ssh, log)
 
 
@@ -273,11 +322,11 @@ def time_blocks(
     with progress_bar(
         progress, f"timing {len(blocks)} block(s) on {tgt.name} {tgt.precision}", len(blocks)
     ) as advance:
-        for b, d, feed in zip(blocks, dirs, feeds, strict=True):
-            ks = time_local(d / "art", feed, threads, BLOCK_CALLS, BLOCK_SECONDS)
-            table.put_block(b, summarize(ks, b.inputs, b.outputs))
-            table.save()
-            advance(1)
+        arts = [d / "art" for d in dirs]
+        timed = time_local_many(arts, feeds, threads, BLOCK_CALLS, BLOCK_SECONDS, advance=advance)
+    for b, ks in zip(blocks, timed, strict=True):
+        table.put_block(b, summarize(ks, b.inputs, b.outputs))
+    table.save()
 
 
 def fit_overhead(
@@ -290,13 +339,17 @@ def fit_overhead(
     progress: bool = True,
     ssh: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
+    norm: str | None = None,
 ) -> dict[str, Any]:
     """Measure the reference models whole and by blocks; fit whole = a + b * kernels + c * other
-    blocks + d * upsampling blocks (latency_fit.overhead_fit: d only where the references carry it)."""
+    blocks + d * upsampling blocks (latency_fit.overhead_fit: d only where the references carry it).
+    `norm`: the references' norm (reference_norm), the fit kept under it."""
     from edgedistill.models.registry import create
 
     family, variants = REFERENCES.get(kind, REFERENCES["image"])
-    models, specs, preds = [], [], []
+    if norm:
+        variants = tuple({**kw, "norm": norm} for kw in variants)
+    models, specs = [], []
     for kw in variants:
         spec = spec_for_family(family, kw)
         if kind == "image" and size:
@@ -305,12 +358,14 @@ def fit_overhead(
         specs.append(spec)
     with tempfile.TemporaryDirectory(prefix="edgedistill-latency-ref-") as work_str:
         work = Path(work_str)
-        for i, (m, s) in enumerate(zip(models, specs, strict=True)):
-            cut = cut_model(m, s, tgt, size if kind == "image" else None, work / f"r{i}")
-            missing = _unique([b for b in cut.blocks if table.block(b.key) is None])
-            if missing:
-                measure_blocks(cut, missing, tgt, table, work / f"r{i}", host, threads, progress, ssh, log)
-            preds.append(table.predict(cut.blocks, kind, size, with_overhead=False))
+        cuts = [
+            cut_model(m, s, tgt, size if kind == "image" else None, work / f"r{i}")
+            for i, (m, s) in enumerate(zip(models, specs, strict=True))
+        ]
+        missing = _missing(cuts, table)
+        if missing:
+            measure_blocks_of(missing, tgt, table, work, host, threads, progress, ssh, log)
+        preds = [table.predict(cut.blocks, kind, size, with_overhead=False) for cut in cuts]
     wall = measure_models(
         models, specs, tgt, None, size if kind == "image" else None, host, threads=threads, ssh=ssh
     )
@@ -328,12 +383,23 @@ def fit_overhead(
         }
         for kw, w, p in zip(variants, wall, preds, strict=True)
     ]
-    table.put_overhead(kind, size, fit)
+    table.put_overhead(kind, size, fit, norm)
     table.save()
     return fit
 
 
 # ------------------------------------------------------------------------------------------ helpers
+def reference_norm(spec: GeneratorSpec) -> str | None:
+    """The norm the references take: the teacher's. A BatchNorm folds into its conv, an InstanceNorm
+    runs as kernels of its own, and the two cost differently inside a whole model and cut into
+    blocks: fitted on InstanceNorm references, the model over-predicted a BatchNorm teacher's
+    candidates by 6-8 % on OpenVINO int8, on BatchNorm references by 0-2 % (benchmarks/latency_model.py
+    --space photo-restore). None for the noise kind (DCGAN references as they are)."""
+    if spec.kind != "image" or spec.family not in ("resnet", "unet"):
+        return None
+    return str(spec.kwargs.get("norm") or ("instance" if spec.family == "resnet" else "batch"))
+
+
 def _time_whole(
     dirs: Sequence[Path],
     tgt: Target,
@@ -390,8 +456,11 @@ def _size(spec: GeneratorSpec, tgt: Target, size: tuple[int, int] | None) -> tup
     return tuple(size or tgt.input_size or spec.default_size or (256, 256))  # type: ignore[return-value]
 
 
-def _unique(blocks: Sequence[Block]) -> list[Block]:
-    seen: dict[str, Block] = {}
-    for b in blocks:
-        seen.setdefault(b.key, b)
+def _missing(cuts: Sequence[CutModel], table: LatencyTable) -> list[tuple[CutModel, Block]]:
+    """The blocks of `cuts` not in the table, each once, with a model it comes from."""
+    seen: dict[str, tuple[CutModel, Block]] = {}
+    for cut in cuts:
+        for b in cut.blocks:
+            if table.block(b.key) is None:
+                seen.setdefault(b.key, (cut, b))
     return list(seen.values())

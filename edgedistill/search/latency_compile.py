@@ -50,6 +50,7 @@ def cut_model(
 
     from edgedistill.exporter.onnx_export import export_onnx
 
+    work.mkdir(parents=True, exist_ok=True)
     path = work / "model.fp32.onnx"
     with contextlib.redirect_stdout(io.StringIO()):
         export_onnx(model, spec, path, size=size, dynamic=tgt.dynamic_shape, opset=OPSET)

@@ -24,7 +24,9 @@ from edgedistill.search.block_timing import BlockTiming
 from edgedistill.search.blocks import Block
 from edgedistill.search.latency_fit import is_upsampling, whole_ms
 
-TABLE_FORMAT = 4  # 4: the fit scales upsampling blocks apart (d); 3: one scale on the blocks (c)
+# 5: blocks timed in interleaved rounds, fits per reference norm; 4: the fit scales upsampling blocks
+# apart (d); 3: one scale on the blocks (c)
+TABLE_FORMAT = 5
 
 
 @dataclass
@@ -94,11 +96,15 @@ class LatencyTable:
     def put_block(self, block: Block, timing: BlockTiming) -> None:
         self.data["blocks"][block.key] = {"desc": block.desc, "macs": block.macs, **timing.to_dict()}
 
-    def overhead(self, kind: str, size: tuple[int, int] | None) -> dict[str, Any] | None:
-        return self.data["overhead"].get(io_key(kind, size))
+    def overhead(
+        self, kind: str, size: tuple[int, int] | None, norm: str | None = None
+    ) -> dict[str, Any] | None:
+        return self.data["overhead"].get(io_key(kind, size, norm))
 
-    def put_overhead(self, kind: str, size: tuple[int, int] | None, fit: dict[str, Any]) -> None:
-        self.data["overhead"][io_key(kind, size)] = fit
+    def put_overhead(
+        self, kind: str, size: tuple[int, int] | None, fit: dict[str, Any], norm: str | None = None
+    ) -> None:
+        self.data["overhead"][io_key(kind, size, norm)] = fit
 
     def save(self) -> Path:
         text = json.dumps({"meta": self.meta, **self.data}, indent=1, default=str) + "\n"
@@ -106,7 +112,12 @@ class LatencyTable:
         return write_text_atomic(self.path, text)
 
     def predict(
-        self, blocks: Sequence[Block], kind: str, size: tuple[int, int] | None, with_overhead: bool = True
+        self,
+        blocks: Sequence[Block],
+        kind: str,
+        size: tuple[int, int] | None,
+        with_overhead: bool = True,
+        norm: str | None = None,
     ) -> Prediction:
         """The blocks' ms from the table, through the whole-model fit (or their plain sum)."""
         rows: dict[str, dict[str, Any]] = {}
@@ -123,7 +134,7 @@ class LatencyTable:
                 b.key, {"block": entry["desc"], "count": 0, "ms": entry["ms"], "precision": _main(entry)}
             )
             row["count"] += 1
-        fit = (self.overhead(kind, size) if with_overhead else None) or {"a": 0.0, "b": 0.0, "c": 1.0}
+        fit = (self.overhead(kind, size, norm) if with_overhead else None) or {"a": 0.0, "b": 0.0, "c": 1.0}
         ms = whole_ms(fit, total, kernels, up)
         return Prediction(ms, total, ms - total, kernels, list(rows.values()), str(self.path), up)
 
@@ -136,9 +147,10 @@ def default_cache_dir() -> Path:
     return Path(root) / "latency"
 
 
-def io_key(kind: str, size: tuple[int, int] | None) -> str:
-    """The fit's key in a table: one fit per generator kind and input size."""
-    return f"{kind}@{size[0]}x{size[1]}" if size else kind
+def io_key(kind: str, size: tuple[int, int] | None, norm: str | None = None) -> str:
+    """The fit's key in a table: one fit per generator kind, input size and the references' norm."""
+    key = f"{kind}@{size[0]}x{size[1]}" if size else kind
+    return f"{key}/{norm}" if norm else key
 
 
 def _main(entry: dict[str, Any]) -> str:
