@@ -147,6 +147,18 @@ def test_search_picks_a_candidate_within_budget_and_writes_its_front(tiny_genera
     assert len(finalists) >= 2 and all(c.measured_ms is not None for c in finalists)
     assert sp.arch_key(verified.chosen.arch) != best_key and verified.chosen.measured_ms <= budget
     assert verified.chosen.quality == max(c.quality for c in finalists if c.measured_ms <= budget)
+    # the uniform baseline measured over budget: the next width down the ladder is measured and is the baseline
+    wide = sp.uniform_arch(space, 0.5)
+
+    def measure_wide(models):
+        return [(2.0 if _same(m, wide, loaded.spec) else 1.0) * _macs(m, loaded.spec) / 1e6 for m in models]
+
+    stepped = search(
+        str(teacher), "x86-onnxruntime", budget, out=tmp_path / "w", samples=6, predict_max=6, kd_top=2,
+        kd_steps=2, latency_fn=lambda m, s: _macs(m, s) / 1e6, measure_fn=measure_wide, log=lambda m: None,
+    )  # fmt: skip
+    assert stepped.uniform is not None and stepped.uniform.uniform < 0.5
+    assert stepped.uniform.measured_ms <= budget and stepped.uniform.proxy_psnr is not None
     with pytest.raises(EdgeDistillError, match="no candidate fits"):
         search(str(teacher), "x86-onnxruntime", 1e-6, out=tmp_path / "t", samples=2, predict_max=2,
                latency_fn=lambda m, s: _macs(m, s) / 1e6, log=lambda m: None)  # fmt: skip

@@ -232,6 +232,16 @@ def search(
         for c, ms in zip(finalists, measure([sp.build(spec, c.arch) for c in finalists]), strict=True):
             c.measured_ms = float(ms)
             log(f"  measured {c.measured_ms:7.2f} ms (predicted {c.predicted_ms:.2f})  {sp.describe(c.arch)}")
+        while base is not None and (base.measured_ms or 0.0) > latency_ms:  # the baseline must fit too
+            smaller = [c for c in uniform if c.macs < base.macs and c.predicted_ms is not None]
+            if not smaller:
+                break
+            base = smaller[-1]
+            base.proxy_psnr = proxy.score(t_net, spec, base.arch, pdata, steps=kd_steps, seed=seed).psnr
+            base.measured_ms = float(measure([sp.build(spec, base.arch)])[0])
+            log(f"  measured {base.measured_ms:7.2f} ms (predicted {base.predicted_ms:.2f})  "
+                f"{sp.describe(base.arch)}: the next uniform width down, the last measured over budget")  # fmt: skip
+            finalists = sorted([*finalists, base], key=lambda c: -c.quality)
     wall["measure_s"] = round(time.perf_counter() - t0, 1)
     within = [c for c in finalists if c.measured_ms is None or c.measured_ms <= latency_ms]
     if within:
