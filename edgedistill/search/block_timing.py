@@ -96,18 +96,6 @@ def _precision_label(k: Kernel) -> str:
 ROUND_GROUP = 48  # blocks loaded at once and timed in interleaved rounds (bounds the memory held)
 
 
-def time_local(
-    artifact_dir: Path,
-    feed: dict[str, np.ndarray],
-    threads: int | None,
-    calls: int,
-    seconds: float,
-    clock: str = "wall",
-) -> list[Kernel]:
-    """Per-kernel median ms of one block's profiled calls (see time_local_many)."""
-    return time_local_many([artifact_dir], [feed], threads, calls, seconds, clock)[0]
-
-
 def time_local_many(
     artifact_dirs: Sequence[Path],
     feeds: Sequence[dict[str, np.ndarray]],

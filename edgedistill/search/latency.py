@@ -87,7 +87,6 @@ __all__ = [
     "fit_overhead",
     "is_upsampling",
     "measure_blocks",
-    "measure_blocks_of",
     "measure_latency",
     "measure_models",
     "overhead_fit",
@@ -198,7 +197,7 @@ def predict_many(
         cuts = [cut_model(m, spec, tgt, size, work / f"m{i}") for i, m in enumerate(models)]
         missing = _missing(cuts, table)
         if missing:
-            measure_blocks_of(missing, tgt, table, work, host, threads, progress, ssh, log)
+            measure_blocks(missing, tgt, table, work, host, threads, progress, ssh, log)
         norm = reference_norm(spec)
         if overhead and table.overhead(spec.kind, size, norm) is None:
             fit_overhead(table, spec.kind, size, tgt, host, threads, progress, ssh, log, norm)
@@ -250,22 +249,6 @@ def measure_models(
 
 # ------------------------------------------------------------------------------------------ steps
 def measure_blocks(
-    cut: CutModel,
-    blocks: Sequence[Block],
-    tgt: Target,
-    table: LatencyTable,
-    work: Path,
-    host: str | None,
-    threads: int | None,
-    progress: bool = True,
-    ssh: dict[str, Any] | None = None,
-    log: Callable[[str], None] | None = None,
-) -> None:
-    """Compile each block as export would and time it; the table is saved after each block."""
-    measure_blocks_of([(cut, b) for b in blocks], tgt, table, work, host, threads, progress, ssh, log)
-
-
-def measure_blocks_of(
     pairs: Sequence[tuple[CutModel, Block]],
     tgt: Target,
     table: LatencyTable,
@@ -276,8 +259,8 @@ def measure_blocks_of(
     ssh: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> None:
-    """`measure_blocks` for blocks of several cut models: each compiled with its own model's
-    activations, all timed in one batch."""
+    """Compile each (model, block) pair as export would, the block fed its own model's activations,
+    then time them all in one batch (time_blocks); the table is saved as it fills."""
     from edgedistill.onnxtools.qdq import progress_bar
 
     by_cut: dict[int, tuple[CutModel, list[Block]]] = {}
@@ -364,7 +347,7 @@ def fit_overhead(
         ]
         missing = _missing(cuts, table)
         if missing:
-            measure_blocks_of(missing, tgt, table, work, host, threads, progress, ssh, log)
+            measure_blocks(missing, tgt, table, work, host, threads, progress, ssh, log)
         preds = [table.predict(cut.blocks, kind, size, with_overhead=False) for cut in cuts]
     wall = measure_models(
         models, specs, tgt, None, size if kind == "image" else None, host, threads=threads, ssh=ssh
