@@ -217,7 +217,7 @@ def test_compress_with_a_latency_budget_on_a_device_over_ssh(tmp_path, monkeypat
         opts = CompressOptions(
             teacher="digits-dcgan", targets=["x86-openvino"], out=tmp_path / "c", steps=20, cache=32, calib_size=16,
             threads=1, profile_seconds=0.3, samples=4, min_psnr=None, qat_steps=0, latency_ms=5.0,
-            host=reach["host"], ssh=ssh, search_options={"samples": 4, "predict_max": 3, "kd_top": 1, "kd_steps": 2, "evolve": 1},
+            host=reach["host"], ssh=ssh, search_options={"samples": 2, "predict_max": 1, "kd_top": 1, "kd_steps": 2, "evolve": 0},
             distill_options={"eval_samples": 256},
         )  # fmt: skip
         said: list[str] = []
