@@ -68,7 +68,9 @@ def main() -> None:
     host = host_info(args.threads)
     print(f"CPU: {host['cpu']} ({', '.join(host['isa'])}), {args.threads} threads; {len(plan['blocks'])} blocks, "
           f"{len(plan['models'])} models ({plan['target']} {plan['precision']})")  # fmt: skip
-    out: dict[str, Any] = {"host": host, "bench": str(args.bench), "modes": {}}
+    bench = args.bench.resolve()
+    where = str(bench.relative_to(ROOT)) if bench.is_relative_to(ROOT) else bench.name
+    out: dict[str, Any] = {"host": host, "bench": where, "modes": {}}
     lines = ["| mode | blocks: run2/run1 p10-p90 (min-max) | models' block sums: p10-p90 (min-max) | s per run |",
              "|---|---|---|---:|"]  # fmt: skip
     for mode, group in MODES.items():

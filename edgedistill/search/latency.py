@@ -153,23 +153,11 @@ def predict(
     precision: str | None = None,
     size: tuple[int, int] | None = None,
     host: str | None = None,
-    *,
-    cache_dir: str | Path | None = None,
-    threads: int | None = None,
-    progress: bool = True,
-    ssh: dict[str, Any] | None = None,
-    log: Callable[[str], None] | None = None,
-    overhead: bool = True,
+    **options: Any,
 ) -> Prediction:
-    """Blocks of `model` from the table (measuring the missing ones) + the table's overhead.
-
-    `host` (user@device[:port]) measures on a device over SSH; `ssh` holds run_remote's options
-    (options, identity, python, timeout). `overhead=False` leaves the overhead out (no reference
-    models are measured; the sum of blocks alone)."""
-    return predict_many(
-        [model], spec, target, precision, size, host, cache_dir=cache_dir, threads=threads,
-        progress=progress, ssh=ssh, log=log, overhead=overhead,
-    )[0]  # fmt: skip
+    """Blocks of `model` from the table (measuring the missing ones) + the table's overhead; the
+    options are predict_many's."""
+    return predict_many([model], spec, target, precision, size, host, **options)[0]
 
 
 def predict_many(
@@ -187,8 +175,13 @@ def predict_many(
     log: Callable[[str], None] | None = None,
     overhead: bool = True,
 ) -> list[Prediction]:
-    """`predict` for models of one spec: the blocks none of them has in the table are compiled, then
-    timed in one batch (over SSH one remote session, not one per model)."""
+    """Each model's blocks from the table + the table's overhead, for models of one spec: the blocks
+    not yet in the table are compiled, then timed in one batch (over SSH one remote session, not
+    one per model).
+
+    `host` (user@device[:port]) measures on a device over SSH; `ssh` holds run_remote's options
+    (options, identity, python, timeout). `overhead=False` leaves the overhead out (no reference
+    models are measured; the sum of blocks alone)."""
     tgt = _target(target, precision)
     size = _size(spec, tgt, size)
     table = LatencyTable.open(tgt, host, threads, cache_dir)
