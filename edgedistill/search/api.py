@@ -151,8 +151,7 @@ def search(
     uniform = sorted((c for c in cands.values() if c.uniform is not None), key=lambda c: c.macs)
     for i in range(0, len(uniform), LADDER_BATCH):
         batch = uniform[i : i + LADDER_BATCH]
-        for c, ms in zip(batch, predict([sp.build(spec, c.arch) for c in batch]), strict=True):
-            c.predicted_ms = ms
+        _predict_into(batch, predict, spec)
         if any((c.predicted_ms or 0.0) > latency_ms for c in batch):
             break  # the ladder is monotone: the next widths are slower still
     ms_per_mac = _ms_per_mac(uniform)
@@ -165,9 +164,7 @@ def search(
         if time.perf_counter() - started > time_budget_s * 0.5:
             log("search: half the time budget spent on latency; scoring what is predicted")
             break
-        batch = near[i : i + PREDICT_BATCH]
-        for c, ms in zip(batch, predict([sp.build(spec, c.arch) for c in batch]), strict=True):
-            c.predicted_ms = ms
+        _predict_into(near[i : i + PREDICT_BATCH], predict, spec)
     wall["latency_s"] = round(time.perf_counter() - t0, 1)
     fits = [c for c in cands.values() if c.predicted_ms is not None and c.predicted_ms <= latency_ms]
     log(f"search: latency ({source_name}) predicted for "
@@ -194,9 +191,9 @@ def search(
             log("search: time budget reached while growing; scoring what is predicted")
             break
         children = _grow(space, spec, hw, parents, cands, latency_ms, -(-evolve // GROW_ROUNDS), rng)
-        for c, ms in zip(children, predict([sp.build(spec, c.arch) for c in children]), strict=True):
-            c.predicted_ms = ms
-            if c.predicted_ms <= latency_ms:
+        _predict_into(children, predict, spec)
+        for c in children:
+            if c.predicted_ms <= latency_ms:  # type: ignore[operator]
                 c.proxy_inherited = proxy.score(t_net, spec, c.arch, pdata, steps=0).psnr_inherited
                 fits.append(c)
         grown += children
@@ -233,10 +230,10 @@ def search(
             c.measured_ms = float(ms)
             log(f"  measured {c.measured_ms:7.2f} ms (predicted {c.predicted_ms:.2f})  {sp.describe(c.arch)}")
         while base is not None and (base.measured_ms or 0.0) > latency_ms:  # the baseline must fit too
-            smaller = [c for c in uniform if c.macs < base.macs and c.predicted_ms is not None]
+            smaller = [c for c in fits if c.uniform is not None and c.macs < base.macs]  # predicted to fit
             if not smaller:
                 break
-            base = smaller[-1]
+            base = max(smaller, key=lambda c: c.macs)
             base.proxy_psnr = proxy.score(t_net, spec, base.arch, pdata, steps=kd_steps, seed=seed).psnr
             base.measured_ms = float(measure([sp.build(spec, base.arch)])[0])
             log(f"  measured {base.measured_ms:7.2f} ms (predicted {base.predicted_ms:.2f})  "
@@ -289,6 +286,12 @@ def _latency_model(
 
     where = host or "this host"
     return predict, f"measured blocks, {tgt.name} {tgt.precision} on {where}"
+
+
+def _predict_into(batch: list[Candidate], predict: Callable[[list[Any]], list[float]], spec: Any) -> None:
+    """Each candidate's predicted ms, the batch's models predicted together (their new blocks timed at once)."""
+    for c, ms in zip(batch, predict([sp.build(spec, c.arch) for c in batch]), strict=True):
+        c.predicted_ms = ms
 
 
 def _parents(fits: list[Candidate], n: int = 4) -> list[Candidate]:

@@ -111,8 +111,9 @@ def time_local_many(
 
     Why rounds: on a shared 2-vCPU machine a block's kernels run at twice their time while a core
     is stolen, in bursts that outlast the block's few calls; one block after another, a burst
-    poisons every call of one block (the same block timed 3.4 ms in one pass and 7.0 in the next,
-    and a model's blocks summed 0.88-1.25x across two passes, p10-p90). Spread over the whole
+    poisons every call of one block (the same block timed 3.4 ms in one pass and 7.0 in the next;
+    a model's blocks summed 0.83-1.13x across two passes, p10-p90, against 0.91-1.02x in rounds:
+    benchmarks/block_timing_repeat.py). Spread over the whole
     measurement, each block's median sees what a whole model's does.
 
     clock "cpu" (one thread on a machine shared with other work): the kernels' profiler times
@@ -153,6 +154,11 @@ class _Profiled:
         self.cpu: list[int] = []
         self.durations: dict[str, list[float]] = {}
         self.info: dict[str, tuple[str, str]] = {}
+        self.executed = None
+        if self.art.backend == "openvino":  # per call, OpenVINO reports the kernels that ran
+            import openvino as ov
+
+            self.executed = ov.ProfilingInfo.Status.EXECUTED
         for _ in range(self.WARM):
             self.runner.run(feed)
 
@@ -160,11 +166,9 @@ class _Profiled:
         t0 = time.process_time_ns()
         self.runner.run(self.feed)
         self.cpu.append(time.process_time_ns() - t0)
-        if self.art.backend == "openvino":
-            import openvino as ov
-
+        if self.executed is not None:
             for p in self.runner.request.profiling_info:
-                if p.status == ov.ProfilingInfo.Status.EXECUTED:
+                if p.status == self.executed:
                     self.durations.setdefault(p.node_name, []).append(p.real_time.total_seconds() * 1e3)
                     self.info.setdefault(p.node_name, (p.node_type, p.exec_type))
 

@@ -253,7 +253,7 @@ def measure_blocks(
     log: Callable[[str], None] | None = None,
 ) -> None:
     """Compile each (model, block) pair as export would, the block fed its own model's activations,
-    then time them all in one batch (time_blocks); the table is saved as it fills."""
+    then time them all in one batch (time_blocks); the table is saved once they are timed."""
     from edgedistill.onnxtools.qdq import progress_bar
 
     by_cut: dict[int, tuple[CutModel, list[Block]]] = {}
@@ -371,9 +371,14 @@ def reference_norm(spec: GeneratorSpec) -> str | None:
     blocks: fitted on InstanceNorm references, the model over-predicted a BatchNorm teacher's
     candidates by 6-8 % on OpenVINO int8, on BatchNorm references by 0-2 % (benchmarks/latency_model.py
     --space photo-restore). None for the noise kind (DCGAN references as they are)."""
+    import inspect
+
+    from edgedistill.models.registry import family_class
+
     if spec.kind != "image" or spec.family not in ("resnet", "unet"):
         return None
-    return str(spec.kwargs.get("norm") or ("instance" if spec.family == "resnet" else "batch"))
+    default = inspect.signature(family_class(spec.family).__init__).parameters["norm"].default
+    return str(spec.kwargs.get("norm") or default)
 
 
 def _time_whole(
