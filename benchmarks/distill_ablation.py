@@ -7,13 +7,14 @@
 Variants (the defaults of `edgedistill distill` are the full recipe):
   full             inherited init + pixel KD + feature KD (noise kinds) + adversarial (teacher's D) + ground truth
                    (paired data) + D-feature matching + colour (cell-mean) KD + refreshed teacher cache
-                   + best validated EMA + colour-augmented training crops (photos)
+                   + best validated EMA + colour-augmented training crops + frozen BatchNorm (photos)
   no-inherit       the student starts from scratch instead of the teacher's strongest channels
   no-pixel, no-feature, no-adversarial, no-gt, no-dfeat, no-colour   that loss weight set to 0
   with-feature     feature KD on (off by default for image generators)
   no-refresh       a fixed pool of cached teacher outputs (the recipe before #12)
   no-colour-aug    training crops in their own colours (data/colour_aug.py off)
   hue-aug          colour augmentation with hue turns on top of the RGB order
+  batch-bn         BatchNorm by batch statistics while training (distiller/batchnorm.py; photos)
   no-best          the last EMA weights instead of the best validated ones
   no-teacher       GAN + ground truth from scratch: the student trained as the teacher was
 
@@ -58,6 +59,7 @@ def variants(kind: str) -> dict[str, dict]:
         out["no-colour"] = {"lambda_colour": 0.0}
         out["no-colour-aug"] = {"colour_aug": "none"}
         out["hue-aug"] = {"colour_aug": "hue"}
+        out["batch-bn"] = {"bn_stats": "batch"}
     out["no-teacher"] = {
         "init": "scratch", "lambda_pix": 0.0, "lambda_feat": 0.0, "lambda_dfeat": 0.0, "lambda_colour": 0.0,
         "lambda_adv": 1.0,

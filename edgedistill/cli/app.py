@@ -130,6 +130,14 @@ def distill(
     lambda_gt: Annotated[
         float | None, typer.Option(help="pixel loss to the data's targets where paired (default per kind)")
     ] = None,
+    bn_stats: Annotated[
+        str | None,
+        typer.Option(
+            help="batch | frozen: the student's BatchNorm normalises by each batch, or by statistics of "
+            "its own activations fixed before training, so training sees the function that is exported "
+            "(default: frozen for image generators, batch for noise-driven ones)"
+        ),
+    ] = None,
     lambda_dfeat: Annotated[
         float | None, typer.Option(help="D-feature matching, student vs teacher output (default per kind)")
     ] = None,
@@ -213,7 +221,7 @@ def distill(
     cfg = DistillConfig(
         teacher=teacher, out=str(out), width=width, arch=parse_arch(arch), init=init, student_norm=student_norm,
         data=str(data) if data else None, val_data=str(val_data) if val_data else None, steps=steps or (BUDGET_STEP_CAP if train_minutes else 2000), batch=batch, patch=patch, lr=lr, lr_d=lr,
-        lambda_pix=lambda_pix, lambda_feat=lambda_feat, lambda_adv=lambda_adv, lambda_gt=lambda_gt, pix_loss=pix_loss,
+        lambda_pix=lambda_pix, lambda_feat=lambda_feat, lambda_adv=lambda_adv, lambda_gt=lambda_gt, bn_stats=bn_stats, pix_loss=pix_loss,
         lambda_dfeat=lambda_dfeat, lambda_colour=lambda_colour, cache_refresh=cache_refresh, val_every=val_every, eval_samples=eval_samples, colour_aug=colour_aug,
         device=device, time_budget_s=60.0 * train_minutes if train_minutes else None,
         feat_mode=feat_mode, gan_loss=gan_loss, ema=ema, cache=cache, seed=seed, threads=threads,

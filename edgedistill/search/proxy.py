@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from edgedistill.core.quality import psnr
 from edgedistill.core.spec import GeneratorSpec
 from edgedistill.data.sources import Batch, DataSource
+from edgedistill.distiller.batchnorm import recalibrate_batch_norm
 from edgedistill.distiller.student import make_student_from_arch
 
 
@@ -110,21 +111,8 @@ def _psnr(student: nn.Module, data: ProxyData) -> float:
 def _recalibrate(net: nn.Module, train: Batch, chunk: int = 32) -> None:
     """Re-estimate BatchNorm running statistics as a plain average over the pool: inherited stats
     belong to the teacher's channels and inputs, and a few steps of momentum do not fix them."""
-    norms = [
-        m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-    ]
-    if not norms:
-        return
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average
-    net.train()
-    with torch.no_grad():
-        for i in range(0, train.inputs.shape[0], chunk):
-            net(*train.rows(slice(i, i + chunk)).args)
-    for m, mom in zip(norms, saved, strict=True):
-        m.momentum = mom
+    n = train.inputs.shape[0]
+    recalibrate_batch_norm(net, (train.rows(slice(i, i + chunk)).args for i in range(0, n, chunk)))
 
 
 def _run(net: nn.Module, b: Batch, chunk: int = 16) -> torch.Tensor:
