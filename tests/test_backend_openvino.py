@@ -305,9 +305,10 @@ def test_layer_noise_finds_the_layers_nncf_hurts(tiny, tmp_path):
     ranked = rank_by_probes(tiny["onnx"], nodes, noise, psnr_keeping, base, probes=2, progress=False)
     probed, rest = ranked[:2], ranked[2:]
     assert {r["name"] for r in probed} == set(by_noise[:2]) and [r["name"] for r in rest] == by_noise[2:]
-    assert (
-        probed[0]["lift_db"] >= probed[1]["lift_db"] > 0.5
-    )  # measured: +3.0, +1.8 dB (noise had them the other way)
+    # measured: +3.0, +1.8 dB on Zen3 (AVX2, noise had them the other way); +0.47, +0.44 dB on Zen4,
+    # whose VNNI int8 is closer to fp32 (no u8 x s8 pair sums saturating in int16)
+    lifts = [r["lift_db"] for r in probed]
+    assert lifts[0] >= lifts[1] > 0.25
     assert all(r["psnr_kept"] == pytest.approx(base + r["lift_db"], abs=1e-3) for r in probed)
-    # and keeping the quietest layer instead does not do what keeping a noisy one does
-    assert psnr_keeping(by_noise[-1]) < base + probed[1]["lift_db"] - 0.5
+    # and keeping the quietest layer instead does not do what keeping a noisy one does (Zen4: +0.09 dB)
+    assert psnr_keeping(by_noise[-1]) - base < lifts[1] - max(0.15, 0.25 * lifts[1])
