@@ -19,7 +19,12 @@ from torch import nn
 from edgedistill.core.atomic import write_text_atomic
 from edgedistill.core.errors import EdgeDistillError
 from edgedistill.data.sources import DataSource, make_source
-from edgedistill.distiller.batchnorm import CALIBRATION_BATCHES, freeze_batch_norm, recalibrate_batch_norm
+from edgedistill.distiller.batchnorm import (
+    CALIBRATION_BATCHES,
+    CALIBRATION_STEP,
+    freeze_batch_norm,
+    recalibrate_batch_norm,
+)
 from edgedistill.distiller.config import DistillConfig
 from edgedistill.distiller.evaluate import evaluate_student
 from edgedistill.distiller.features import feature_channels, kd_layer_names
@@ -104,7 +109,7 @@ def build_parts(cfg: DistillConfig, teacher: LoadedGenerator, rank: int, source:
     student.train()
     if cfg.bn_stats == "frozen":  # statistics of the student's own activations, then fixed
         recalibrate_batch_norm(
-            student, (source.batch(-(1 << 30) - i, cfg.batch).args for i in range(CALIBRATION_BATCHES))
+            student, (source.batch(CALIBRATION_STEP - i, cfg.batch).args for i in range(CALIBRATION_BATCHES))
         )
         freeze_batch_norm(student)
     parts = Parts(teacher=t_net, student=student, spec=student_spec, source=source)

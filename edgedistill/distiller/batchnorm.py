@@ -6,8 +6,9 @@ bundled photos greyscale and the rest recoloured at random, the batch statistics
 batch, and what the loss trains is a different function from the one that ships: the photo student's
 train-mode outputs scored 17 dB vs the teacher on held-out crops where its eval-mode outputs scored
 26-29 dB, and its training error sat almost entirely in the 8x8-cell means (a colour term as large
-as the pixel term). With `frozen`, each BN keeps the running statistics the student inherited from
-the teacher and trains its affine weights only: the loss sees the exported function, as QAT does.
+as the pixel term). With `frozen`, each BN is first given statistics of the student's own
+activations (`recalibrate_batch_norm`: the teacher's, inherited, belong to other activations) and then
+kept at them while its affine weights train: the loss sees the exported function, as QAT does.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from torch import nn
 
 BN_STATS = ("batch", "frozen")
 CALIBRATION_BATCHES = 32
+# the calibration batches' steps: apart from training's (>= 0), the teacher cache's pool (-1, -2, ...)
+# and its refreshes (-2**40 - step), so calibration never shows the student a crop it trains on
+CALIBRATION_STEP = -(1 << 30)
 
 
 def _batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

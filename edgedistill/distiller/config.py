@@ -53,6 +53,7 @@ class DistillConfig:
     arch: dict[str, Any] | None = None
     init: str = "inherit"  # inherit | scratch
     student_norm: str | None = None  # None keeps the teacher's (see README: batch folds into convs for INT8)
+    bn_stats: str | None = None  # batch | frozen: BatchNorm by batch or by its statistics; None: per kind
     data: str | None = None
     val_data: str | None = None  # held-out image folder; None: a fixed tenth of --data (data/images.py)
     steps: int = 2000
@@ -67,7 +68,6 @@ class DistillConfig:
     # pixel loss to the data's own targets where the data is paired (degraded -> clean, A/ + B/):
     # the student can then be better than its teacher, as GAN Compression and CAT train it
     lambda_gt: float | None = None
-    bn_stats: str | None = None  # batch | frozen: BatchNorm by batch or by its statistics; None: per kind
     lambda_dfeat: float | None = None  # D-feature matching of student vs teacher output (perceptual)
     lambda_colour: float | None = None  # L1 of 8x8-cell means vs the teacher: sees a colour cast
     pix_loss: str = "l1"
