@@ -3,6 +3,7 @@
     python benchmarks/distill_ablation.py                                   # both teachers, 3 seeds
     python benchmarks/distill_ablation.py --teachers digits-dcgan --seeds 0 --steps 300
     python benchmarks/distill_ablation.py --device cuda --jobs 8            # many runs at once on a GPU
+    python benchmarks/distill_ablation.py --summarise a.jsonl b.jsonl       # the report from `--rows` files
 
 Variants (the defaults of `edgedistill distill` are the full recipe):
   full             inherited init + pixel KD + feature KD (noise kinds) + adversarial (teacher's D) + ground truth
@@ -19,8 +20,10 @@ Variants (the defaults of `edgedistill distill` are the full recipe):
   no-teacher       GAN + ground truth from scratch: the student trained as the teacher was
 
 Every run is scored on the same held-out set (photos: 512 crops; digits: 10k samples) with 95 %
-bootstrap intervals; a row gives the mean ± std over seeds. Writes
-benchmarks/results/distill_ablation.json and .md, and one sample grid per teacher.
+bootstrap intervals; a row gives the mean ± std over seeds and how much better the full recipe did.
+Writes benchmarks/results/distill_ablation.json and .md, and one sample grid per teacher
+(distill_ablation_TEACHER.png: held-out inputs, the teacher, then each variant's first seed), since
+a mean hides a colour cast that one look shows.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ def one_run(args: argparse.Namespace) -> None:
 
     kind = load_generator(args.teacher).spec.kind
     opts = {**variants(kind), **arch_variants(args.archs)}[args.variant]
-    out = Path(args.work) / args.teacher / _slug(args.variant) / f"seed{args.seed}"
+    out = _run_dir(args.work, args.teacher, args.variant, args.seed)
     shutil.rmtree(out, ignore_errors=True)
     cfg = DistillConfig(
         teacher=args.teacher, out=str(out), width=args.width, steps=args.steps, batch=args.batch,
@@ -87,6 +90,7 @@ def one_run(args: argparse.Namespace) -> None:
     distill(cfg)
     metrics = json.loads((out / "metrics.json").read_text())
     row = {"teacher": args.teacher, "variant": args.variant, "seed": args.seed, **metrics}
+    row.update(width=args.width, batch=args.batch, cache=args.cache, threads=args.threads, run_dir=str(out))
     row["total_s"] = round(time.perf_counter() - t0, 1)
     print("ROW " + json.dumps(row), flush=True)
 
@@ -102,6 +106,10 @@ def arch_variants(archs: list[str] | None) -> dict[str, dict]:
 
 def _slug(label: str) -> str:
     return label.replace("-", "_").replace("@", "_at_")
+
+
+def _run_dir(work: str, teacher: str, variant: str, seed: int) -> Path:
+    return Path(work) / teacher / _slug(variant) / f"seed{seed}"
 
 
 def main() -> None:
@@ -129,6 +137,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--work", default=None, help="run directories (default: OUT/ablation_runs)")
     ap.add_argument("--rows", type=Path, default=None, help="append each run's row to this JSONL as it ends")
+    ap.add_argument(
+        "--summarise",
+        nargs="+",
+        type=Path,
+        metavar="ROWS",
+        help="no runs: the report from --rows JSONL files",
+    )
     ap.add_argument("--one", nargs=3, metavar=("TEACHER", "VARIANT", "SEED"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.work = args.work or str(args.out / "ablation_runs")
@@ -136,7 +151,12 @@ def main() -> None:
         args.teacher, args.variant, args.seed = args.one[0], args.one[1], int(args.one[2])
         one_run(args)
         return
-    rows = run_all(args)
+    if args.summarise:
+        rows = [
+            json.loads(line) for f in args.summarise for line in f.read_text().splitlines() if line.strip()
+        ]
+    else:
+        rows = run_all(args)
     report = summarise(args, rows)
     from edgedistill.core.atomic import write_text_atomic
 
@@ -145,6 +165,13 @@ def main() -> None:
     table = markdown(report)
     write_text_atomic(args.out / "distill_ablation.md", table)
     print(table)
+    for teacher in report["settings"]:
+        picked = [r for r in rows if r["teacher"] == teacher]
+        seed = min(r["seed"] for r in picked)
+        runs = {r["variant"]: Path(r.get("run_dir") or _run_dir(args.work, teacher, r["variant"], seed))
+                for r in picked if r["seed"] == seed}  # fmt: skip
+        png = sample_grid(teacher, runs, args.out / f"distill_ablation_{teacher}.png")
+        print(f"sample grid: {png}")
 
 
 def run_all(args: argparse.Namespace) -> list[dict]:
@@ -210,38 +237,110 @@ def summarise(args: argparse.Namespace, rows: list[dict]) -> dict:
                 entry[key] = round(statistics.fmean(values), 3)
                 entry[key + "_std"] = round(statistics.stdev(values), 3) if len(values) > 1 else 0.0
         summary.append(entry)
+    for entry in summary:  # how much better the full recipe is than the variant, paired seed by seed
+        full = {r["seed"]: r for r in groups.get((entry["teacher"], "full"), [])}
+        for key, sign in (("psnr_vs_teacher", 1), ("psnr_vs_target", 1), ("feature_distance", -1)):
+            diffs = [sign * (full[r["seed"]][key] - r[key]) for r in groups[(entry["teacher"], entry["variant"])]
+                     if r["seed"] in full and key in r and key in full[r["seed"]]]  # fmt: skip
+            if diffs and entry["variant"] != "full":
+                entry["full_gain_" + key] = round(statistics.fmean(diffs), 3)
+    settings = {}
+    for r in rows:  # the run settings per teacher (rows written before they carried them: the CLI's)
+        settings.setdefault(r["teacher"], {
+            "width": r.get("width", args.width), "steps": r.get("steps", args.steps),
+            "batch": r.get("batch", args.batch), "cache": r.get("cache", args.cache),
+            "threads": r.get("threads", args.threads), "macs_ratio": r.get("macs_ratio"),
+        })  # fmt: skip
     return {
         "host": host_info(args.threads),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() and args.device != "cpu" else "cpu",
-        "width": args.width, "steps": args.steps, "batch": args.batch, "cache": args.cache, "seeds": args.seeds,
+        "device": torch.cuda.get_device_name(0)
+        if torch.cuda.is_available() and args.device != "cpu"
+        else "cpu",
+        "seeds": sorted({r["seed"] for r in rows}),
+        "settings": settings,
         "summary": summary,
         "rows": rows,
-    }  # fmt: skip
+    }
 
 
 def markdown(report: dict) -> str:
     host = report["host"]
     lines = [
-        f"width {report['width']}, {report['steps']} steps, batch {report['batch']}, teacher cache "
-        f"{report['cache']}, seeds {report['seeds']} (mean ± std); device {report['device']}; "
-        f"{host.get('cpu', '?')} ({', '.join(host.get('isa', []))})",
-        "",
-        "| teacher | variant | PSNR vs teacher | PSNR vs GT (teacher's) | feature distance (teacher's) "
-        "| max colour shift % | MACs ÷ | train s |",
-        "|---|---|---|---|---|---|---|---|",
+        f"seeds {report['seeds']} (mean ± std; Δ: how much better the full recipe is than the variant, "
+        f"paired seed by seed: + dB, or − feature distance, in its favour); device {report['device']}; {host.get('cpu', '?')} ({', '.join(host.get('isa', []))})",
     ]
-    for r in report["summary"]:
+    for teacher, st in report["settings"].items():
+        lines += [
+            "",
+            f"**{teacher}**: width {st['width']} ({st['macs_ratio']}× fewer MACs), {st['steps']} steps, batch "
+            f"{st['batch']}, teacher cache {st['cache']}, {st['threads']} thread(s) per run",
+            "",
+            "| variant | PSNR vs teacher | Δ | PSNR vs GT (teacher's) | Δ | feature distance (teacher's) "
+            "| Δ | max colour shift % | train s |",
+            "|---|---|---:|---|---:|---|---:|---|---:|",
+        ]
+        for r in (r for r in report["summary"] if r["teacher"] == teacher):
 
-        def pm(key: str, r: dict = r) -> str:
-            return f"{r[key]:.2f} ± {r[key + '_std']:.2f}" if key in r else "-"
+            def pm(key: str, r: dict = r) -> str:
+                return f"{r[key]:.2f} ± {r[key + '_std']:.2f}" if key in r else "-"
 
-        gt = f"{pm('psnr_vs_target')} ({r['teacher_psnr_vs_target']:.2f})" if "psnr_vs_target" in r else "-"
-        fd = f"{pm('feature_distance')} ({r.get('feature_distance_teacher', '-')})"
-        lines.append(
-            f"| {r['teacher']} | {r['variant']} | {pm('psnr_vs_teacher')} | {gt} | {fd} "
-            f"| {pm('max_channel_shift_pct')} | {r.get('macs_ratio', '-')} | {r.get('wall_s', '-')} |"
-        )
+            def delta(key: str, r: dict = r) -> str:
+                return f"{r['full_gain_' + key]:+.2f}" if "full_gain_" + key in r else ""
+
+            gt = (
+                f"{pm('psnr_vs_target')} ({r['teacher_psnr_vs_target']:.2f})"
+                if "psnr_vs_target" in r
+                else "-"
+            )
+            fd = f"{pm('feature_distance')} ({r.get('feature_distance_teacher', '-')})"
+            lines.append(
+                f"| {r['variant']} | {pm('psnr_vs_teacher')} | {delta('psnr_vs_teacher')} | {gt} "
+                f"| {delta('psnr_vs_target')} | {fd} | {delta('feature_distance')} "
+                f"| {pm('max_channel_shift_pct')} | {r.get('wall_s', '-')} |"
+            )
     return "\n".join(lines) + "\n"
+
+
+def sample_grid(teacher: str, runs: dict[str, Path], path: Path, count: int = 4) -> Path:
+    """Held-out inputs, the teacher's outputs, then each run's student, one labelled row each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+
+    from edgedistill.core.atomic import write_atomic
+    from edgedistill.core.quality import to_unit
+    from edgedistill.data.heldout import heldout_arrays
+    from edgedistill.models.loading import load_generator
+
+    loaded = load_generator(teacher)
+    spec = loaded.spec
+    arrays = heldout_arrays(teacher, spec, (128, 128) if spec.kind == "image" else None, count)
+    inputs = tuple(torch.from_numpy(arrays[i.name]) for i in spec.inputs)
+
+    @torch.no_grad()
+    def pixels(net: torch.nn.Module) -> np.ndarray:
+        return spec.to_pixels(net.eval()(*inputs)).numpy()
+
+    rows = [("teacher", pixels(loaded.module))]
+    if spec.kind == "image":
+        x = arrays[spec.inputs[0].name][:, : spec.image_channels]
+        rows.insert(0, ("input", to_unit(x, spec.input_range)))
+    rows += [(label, pixels(load_generator(run).module)) for label, run in runs.items()]
+    fig, axes = plt.subplots(len(rows), count, figsize=(1.4 * count + 1.3, 1.4 * len(rows)), squeeze=False)
+    for axs, (label, images) in zip(axes, rows, strict=True):
+        for ax, img in zip(axs, images, strict=False):
+            img = np.clip(img.transpose(1, 2, 0), 0, 1)
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axs[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    fig.tight_layout()
+    write_atomic(path, lambda p: fig.savefig(p, dpi=110, format="png"))
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":
