@@ -80,6 +80,7 @@ def run_pair(args: argparse.Namespace, target: str, budget: float) -> dict:
         "uniform": {k: uniform["student_metrics"].get(k) for k in KEYS},
         "timings": {"uniform": uniform.get("timings"), **({} if same else {"searched": searched.get("timings")})},
         "search_wall_s": found.get("wall_s"),
+        "host": host_info(args.threads), "steps": args.steps,  # per row: rows of other runs may be other CPUs
         "pareto_png": str((base / "search" / "pareto.png").relative_to(ROOT)),
     }  # fmt: skip
 
@@ -110,26 +111,37 @@ def kept_rows(pairs: set[tuple[str, float]], targets: list[str]) -> list[dict]:
     path = RESULTS / "search.json"
     if not path.is_file():
         return []
+    old = json.loads(path.read_text())
     redo = [t for t in targets if not any(p[0] == t for p in pairs)]  # default budgets: the whole target
-    return [r for r in json.loads(path.read_text())["rows"]
-            if (r["target"], r["budget_ms"]) not in pairs and r["target"] not in redo]  # fmt: skip
+    rows = [r for r in old["rows"] if (r["target"], r["budget_ms"]) not in pairs and r["target"] not in redo]
+    for r in rows:  # rows written before each carried its machine: the file's
+        r.setdefault("host", old.get("host"))
+        r.setdefault("steps", old.get("args", {}).get("steps"))
+    return rows
+
+
+def machine(host: dict | None) -> str:
+    return f"{host['cpu']} ({', '.join(host['isa'])})" if host else "?"
 
 
 def write_results(args: argparse.Namespace, rows: list[dict]) -> None:
-    host = host_info(args.threads)
-    lines = [f"{host['cpu']} ({', '.join(host['isa'])}), {args.threads} threads, {args.steps} distillation steps", "",
-             "| target | budget ms | student | measured ms | PSNR vs T dB | SSIM | FD | search s | architecture |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    machines = list(dict.fromkeys(machine(r.get("host")) for r in rows))
+    tag = {m: chr(ord("A") + i) for i, m in enumerate(machines)}
+    lines = [*(f"{tag[m]}: {m}" for m in machines), "", f"{args.threads} threads; compare rows of one machine only", "",
+             "| target | budget ms | student | measured ms | PSNR vs T dB | SSIM | FD | search s | steps | machine | architecture |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         for who in ("searched", "uniform"):
             arch = sp.describe(r["searched_arch"]) if who == "searched" else f"--width {r['uniform_width']}"
             ms = r["measured_ms"].get(who)
             lines.append(f"| {r['target']} | {r['budget_ms']:g} | {who} | {ms if ms is None else f'{ms:.2f}'} | "
                          f"{r[who]['psnr_vs_teacher']} | {r[who]['ssim_vs_teacher']} | {r[who]['feature_distance']} | "
-                         f"{(r.get('search_wall_s') or {}).get('total_s', '') if who == 'searched' else ''} | {arch} |")  # fmt: skip
+                         f"{(r.get('search_wall_s') or {}).get('total_s', '') if who == 'searched' else ''} | "
+                         f"{r.get('steps', '')} | {tag[machine(r.get('host'))]} | {arch} |")  # fmt: skip
     print("\n".join(lines))
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_text_atomic(
-        RESULTS / "search.json", json.dumps({"host": host, "args": vars(args), "rows": rows}, indent=2) + "\n"
+        RESULTS / "search.json", json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n"
     )
     write_text_atomic(RESULTS / "search.md", "\n".join(lines) + "\n")
     if rows and (ROOT / rows[0]["pareto_png"]).is_file():  # the first pair's front, for README
