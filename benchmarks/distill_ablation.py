@@ -166,10 +166,11 @@ def main() -> None:
     write_text_atomic(args.out / "distill_ablation.md", table)
     print(table)
     for teacher in report["settings"]:
-        picked = [r for r in rows if r["teacher"] == teacher]
-        seed = min(r["seed"] for r in picked)
-        runs = {r["variant"]: Path(r.get("run_dir") or _run_dir(args.work, teacher, r["variant"], seed))
-                for r in picked if r["seed"] == seed}  # fmt: skip
+        runs: dict[str, Path] = {}
+        for r in sorted((r for r in rows if r["teacher"] == teacher), key=lambda r: r["seed"]):
+            run = Path(r.get("run_dir") or _run_dir(args.work, teacher, r["variant"], r["seed"]))
+            if r["variant"] not in runs and (run / "model.json").is_file():  # rows may come without their run
+                runs[r["variant"]] = run
         png = sample_grid(teacher, runs, args.out / f"distill_ablation_{teacher}.png")
         print(f"sample grid: {png}")
 
