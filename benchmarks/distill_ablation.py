@@ -297,7 +297,7 @@ def markdown(report: dict) -> str:
             lines.append(
                 f"| {r['variant']} | {pm('psnr_vs_teacher')} | {delta('psnr_vs_teacher')} | {gt} "
                 f"| {delta('psnr_vs_target')} | {fd} | {delta('feature_distance')} "
-                f"| {pm('max_channel_shift_pct')} | {r.get('wall_s', '-')} |"
+                f"| {pm('max_channel_shift_pct')} | {round(r['wall_s']) if 'wall_s' in r else '-'} |"
             )
     return "\n".join(lines) + "\n"
 
