@@ -22,7 +22,7 @@ Variants (the defaults of `edgedistill distill` are the full recipe):
 Every run is scored on the same held-out set (photos: 512 crops; digits: 10k samples) with 95 %
 bootstrap intervals; a row gives the mean ± std over seeds and how much better the full recipe did.
 Writes benchmarks/results/distill_ablation.json and .md, and one sample grid per teacher
-(distill_ablation_TEACHER.png: held-out inputs, the teacher, then each variant's first seed), since
+(distill_ablation_TEACHER.jpg: held-out inputs, the teacher, then each variant's first seed), since
 a mean hides a colour cast that one look shows.
 """
 
@@ -171,7 +171,7 @@ def main() -> None:
             run = Path(r.get("run_dir") or _run_dir(args.work, teacher, r["variant"], r["seed"]))
             if r["variant"] not in runs and (run / "model.json").is_file():  # rows may come without their run
                 runs[r["variant"]] = run
-        png = sample_grid(teacher, runs, args.out / f"distill_ablation_{teacher}.png")
+        png = sample_grid(teacher, runs, args.out / f"distill_ablation_{teacher}.jpg")
         print(f"sample grid: {png}")
 
 
@@ -339,7 +339,7 @@ def sample_grid(teacher: str, runs: dict[str, Path], path: Path, count: int = 4)
             ax.set_yticks([])
         axs[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
     fig.tight_layout()
-    write_atomic(path, lambda p: fig.savefig(p, dpi=110, format="png"))
+    write_atomic(path, lambda p: fig.savefig(p, dpi=110, format="jpeg", pil_kwargs={"quality": 88}))
     plt.close(fig)
     return path
 
