@@ -260,7 +260,7 @@ def summarise(args: argparse.Namespace, rows: list[dict]) -> dict:
         "seeds": sorted({r["seed"] for r in rows}),
         "settings": settings,
         "summary": summary,
-        "rows": rows,
+        "rows": [{k: v for k, v in r.items() if k != "run_dir"} for r in rows],  # where it ran is no evidence
     }
 
 
