@@ -122,7 +122,8 @@ def main() -> None:
     qat_wall = run_qat(args.run, qat_run, args.qat_steps)
     qat_info = json.loads((qat_run / "qat.json").read_text())
 
-    teacher_name = json.loads((args.run / "config.json").read_text())["teacher"]
+    run_config = json.loads((args.run / "config.json").read_text())
+    teacher_name = run_config["teacher"]
     teacher = load_generator(teacher_name)
     spec = teacher.spec
     arrays = heldout_arrays(teacher_name, spec, (args.size, args.size), args.images)
@@ -209,7 +210,8 @@ def main() -> None:
 
     result = {
         "host": host_info(2),
-        "run": str(args.run),
+        "run": args.run.name,
+        "run_config": {**run_config, "out": args.run.name},  # where it ran is no evidence, and a path leaks
         "size": args.size,
         "images": args.images,
         "qat_steps": args.qat_steps,
