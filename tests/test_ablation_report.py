@@ -1,7 +1,8 @@
 """The distillation ablation's report (benchmarks/distill_ablation.py): what each recipe element buys.
 
-The Δ columns are the full recipe minus the variant, paired seed by seed (a seed's init and data
-order are shared, so pairing removes most of the seed-to-seed spread), settings are kept per teacher
+The Δ columns say how much better the full recipe did than the variant (+ dB, or a lower feature
+distance), paired seed by seed (a seed's init and data order are shared, so pairing removes most of
+the seed-to-seed spread), settings are kept per teacher
 when rows of several `--rows` files are merged, and the markdown shows every variant once.
 """
 
