@@ -346,3 +346,17 @@ def test_table_predict_scales_upsampling_blocks_apart(tmp_path: Path) -> None:
     plain = table.predict(blocks, "image", (64, 64), with_overhead=False)
     assert plain.ms == pytest.approx(16.0), "without the overhead: the blocks' plain sum"
     assert latency.TABLE_FORMAT >= 4, "tables fitted with one scale must be refitted"
+
+
+def test_table_is_keyed_by_this_cpu_not_only_the_hostname(tmp_path: Path, monkeypatch) -> None:
+    """A VM keeps its hostname when it lands on another CPU: a table measured on a Zen3 (AVX2) must
+    not be read on a Zen4 (AVX-512 VNNI), whose INT8 kernels run about twice as fast."""
+    tgt = get_target("x86-onnxruntime", "int8")
+    here = latency_table.LatencyTable.open(tgt, None, 2, tmp_path)
+    here.data["blocks"]["k"] = {"ms": 1.0}
+    here.save()
+    assert latency_table.LatencyTable.open(tgt, None, 2, tmp_path).block("k") == {"ms": 1.0}
+    other_isa = ["avx2"] if "avx512_vnni" in latency_table.isa() else ["avx2", "avx512f", "avx512_vnni"]
+    monkeypatch.setattr(latency_table, "isa", lambda: other_isa)
+    elsewhere = latency_table.LatencyTable.open(tgt, None, 2, tmp_path)
+    assert elsewhere.block("k") is None and elsewhere.path != here.path

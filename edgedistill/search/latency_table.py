@@ -1,7 +1,9 @@
 """The latency table: measured blocks and the whole-model fit, cached per target and machine.
 
 One JSON file per target, precision, host, threads and runtime version (all in its name's digest),
-so a table is never read for a machine or runtime it was not measured on; the search reuses it
+and for this machine its CPU model and ISA too (cloud VMs keep their hostname on another CPU: a
+Zen3 table read on a Zen4 would be off by 2x), so a table is never read for a machine or runtime it
+was not measured on; the search reuses it
 across every candidate with the same blocks. TABLE_FORMAT is part of the digest: a fit whose form
 changed is refitted, never read under the new form.
 """
@@ -20,6 +22,7 @@ from typing import Any
 from edgedistill.core.atomic import write_text_atomic
 from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.targets import Target
+from edgedistill.runtime.hostinfo import cpuinfo, isa
 from edgedistill.search.block_timing import BlockTiming
 from edgedistill.search.blocks import Block
 from edgedistill.search.latency_fit import is_upsampling, whole_ms
@@ -73,6 +76,7 @@ class LatencyTable:
             "precision": tgt.precision,
             "backend": tgt.backend,
             "host": host or f"local:{platform.node()}",
+            "cpu": _local_cpu() if host is None else None,
             "threads": threads or tgt.threads,
             "runtime": runtime,
             "options": tgt.options,
@@ -137,6 +141,11 @@ class LatencyTable:
         fit = (self.overhead(kind, size, norm) if with_overhead else None) or {"a": 0.0, "b": 0.0, "c": 1.0}
         ms = whole_ms(fit, total, kernels, up)
         return Prediction(ms, total, ms - total, kernels, list(rows.values()), str(self.path), up)
+
+
+def _local_cpu() -> str:
+    """This CPU as a latency number must be read with: model and the ISA that picks the kernels."""
+    return f"{cpuinfo()['model']} ({', '.join(isa())})"
 
 
 def default_cache_dir() -> Path:
