@@ -67,6 +67,10 @@ def row(path: Path) -> dict[str, Any]:
         "fd": round(m["feature_distance"], 2),
         "fd_teacher": round(m["feature_distance_teacher"], 2),
         "fd_ratio": round(m["feature_distance"] / m["feature_distance_teacher"], 3),
+        # student and teacher resampled together (runs evaluated before it was kept have none)
+        "fd_ratio_ci": [round(v, 3) for v in m["feature_distance_ratio_ci"]]
+        if "feature_distance_ratio_ci" in m
+        else None,
         "max_shift_pct": m.get("max_channel_shift_pct"),
         "checks": checks(m, teacher),
     }
@@ -76,6 +80,10 @@ def keep(path: Path, into: Path) -> None:
     """Copy a run's metrics + config into one JSON (`into/NAME.json`): the evidence, without weights."""
     into.mkdir(parents=True, exist_ok=True)
     (into / f"{path.name}.json").write_text(json.dumps(load(path), indent=1) + "\n")
+
+
+def _interval(ci: list[float] | None) -> str:
+    return f" [{ci[0]}, {ci[1]}]" if ci else ""
 
 
 def main() -> None:
@@ -97,7 +105,7 @@ def main() -> None:
         ok = ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in r["checks"].items()) or "–"
         print(
             f"| {r['run']} | {r['teacher']} | {r['macs_ratio']} | {r['steps']} | {r['lr']} | {r['seed']} | "
-            f"{r['psnr_vs_teacher']} | {gt} | {r['fd']} ({r['fd_teacher']}) | {r['fd_ratio']} | "
+            f"{r['psnr_vs_teacher']} | {gt} | {r['fd']} ({r['fd_teacher']}) | {r['fd_ratio']}{_interval(r['fd_ratio_ci'])} | "
             f"{r['max_shift_pct']} | {ok} |"
         )
     args.out.write_text(json.dumps(rows, indent=1) + "\n")

@@ -18,7 +18,7 @@ from edgedistill.distiller.budget import PROBE_STEPS, PROBE_WARMUP, REFIT_UNTIL,
 from edgedistill.distiller.config import DistillConfig
 from edgedistill.distiller.losses import colour_kd, d_feature_layers, d_feature_match, pixel_kd
 from edgedistill.distiller.teacher_cache import TeacherCache
-from edgedistill.metrics.bootstrap import frechet_ci, frechet_distance, mean_ci
+from edgedistill.metrics.bootstrap import frechet_ci, frechet_distance, frechet_ratio_ci, mean_ci
 from edgedistill.models import create
 from edgedistill.models.loading import load_generator
 
@@ -59,6 +59,24 @@ def test_frechet_distance_matches_torchmetrics_and_its_interval_holds_it():
     assert frechet_distance(real, fake) == pytest.approx(reference, rel=1e-6)
     lo, hi = frechet_ci(real, fake, resamples=40)
     assert lo < reference < hi
+
+
+def test_ratio_interval_resamples_student_and_teacher_together():
+    """Student outputs a little off the teacher's, on the same inputs: their distances to the data
+    move together from draw to draw, so the ratio is known far better than either distance."""
+    rng = np.random.default_rng(2)
+    real = rng.normal(size=(400, 8))
+    teacher = real + rng.normal(size=real.shape) * 0.8  # the pairs share their inputs
+    student = teacher * 1.05 + rng.normal(size=real.shape) * 0.2
+    ratio = frechet_distance(real, student) / frechet_distance(real, teacher)
+    lo, hi = frechet_ratio_ci(real, student, teacher, paired_real=True, resamples=60)
+    assert lo < ratio < hi
+    s_lo, s_hi = frechet_ci(real, student, resamples=60)
+    t_lo, t_hi = frechet_ci(real, teacher, resamples=60)
+    naive = (s_hi / t_lo) - (s_lo / t_hi)  # the ratio's range if the two intervals were independent
+    assert hi - lo < naive / 3
+    same = frechet_ratio_ci(real, teacher, teacher, paired_real=False, resamples=20)
+    assert same == pytest.approx([1.0, 1.0])
 
 
 def test_mean_interval_holds_the_mean_and_narrows_with_more_samples():

@@ -13,7 +13,7 @@ from torch import nn
 from edgedistill.core.quality import channel_shift, psnr_per_image, ssim
 from edgedistill.core.spec import GeneratorSpec
 from edgedistill.data.sources import Batch, DataSource
-from edgedistill.metrics.bootstrap import frechet_ci, mean_ci
+from edgedistill.metrics.bootstrap import frechet_ci, frechet_ratio_ci, mean_ci
 from edgedistill.metrics.complexity import measure_complexity
 from edgedistill.metrics.feature_distance import FeatureNet, distance_from_features, embed_all
 
@@ -79,12 +79,17 @@ def evaluate_outputs(
             m["feature_distance_teacher"] = round(
                 distance_from_features(feature_net.name, ref_f, t_f)["fid"], 4
             )
+            if m["feature_distance_teacher"] > 0:  # a teacher that matches the data exactly has no unit
+                m["feature_distance_ratio"] = round(m["feature_distance"] / m["feature_distance_teacher"], 4)
         if intervals:
             m["feature_distance_ci"] = [round(v, 4) for v in frechet_ci(ref_f.numpy(), s_f.numpy())]
             if t_f is not None:
                 m["feature_distance_teacher_ci"] = [
                     round(v, 4) for v in frechet_ci(ref_f.numpy(), t_f.numpy())
                 ]
+            if t_f is not None and "feature_distance_ratio" in m:
+                ratio_ci = frechet_ratio_ci(ref_f.numpy(), s_f.numpy(), t_f.numpy(), paired_real=paired)
+                m["feature_distance_ratio_ci"] = [round(v, 4) for v in ratio_ci]
     return m
 
 
