@@ -1,10 +1,9 @@
 """The latency table: measured blocks and the whole-model fit, cached per target and machine.
 
 One JSON file per target, precision, host, threads and runtime version (all in its name's digest),
-and for this machine its CPU model and ISA too (cloud VMs keep their hostname on another CPU: a
-Zen3 table read on a Zen4 would be off by 2x), so a table is never read for a machine or runtime it
-was not measured on; the search reuses it
-across every candidate with the same blocks. TABLE_FORMAT is part of the digest: a fit whose form
+and for this machine its CPU model and ISA too (a cloud VM keeps its hostname on another CPU, and a
+Zen3 table read on a Zen4 would be off by 2-4x), so a table is never read for a machine or runtime
+it was not measured on; the search reuses it across every candidate with the same blocks. TABLE_FORMAT is part of the digest: a fit whose form
 changed is refitted, never read under the new form.
 """
 
