@@ -87,7 +87,7 @@ def evaluate_outputs(
                 m["feature_distance_teacher_ci"] = [
                     round(v, 4) for v in frechet_ci(ref_f.numpy(), t_f.numpy())
                 ]
-            if t_f is not None and "feature_distance_ratio" in m:
+            if "feature_distance_ratio" in m:  # set only when there are teacher features
                 ratio_ci = frechet_ratio_ci(ref_f.numpy(), s_f.numpy(), t_f.numpy(), paired_real=paired)
                 m["feature_distance_ratio_ci"] = [round(v, 4) for v in ratio_ci]
     return m
