@@ -1,21 +1,23 @@
 """Does the search's quality proxy rank students as full distillation does?
 
-    python benchmarks/search_proxy.py                      # 7 candidates, ~1 h on 2 idle cores
-    python benchmarks/search_proxy.py --steps 150 --n 6    # quicker, noisier
-    python benchmarks/search_proxy.py --rescore            # proxy variants vs students already distilled, ~6 min
+    python benchmarks/search_proxy.py                      # 7 candidates at 1000 steps, ~40 min on 2 idle Zen4 cores
+    python benchmarks/search_proxy.py --steps 300 --n 6    # quicker, noisier
+    python benchmarks/search_proxy.py --rescore            # proxy variants vs the students already distilled, minutes
 
 For the embedded photo-restore teacher: the uniform --width 0.22 student plus N architectures
 sampled from the search space (seeded) within a MACs window around it. Each is scored by
   - the inherited-weights proxy (no training, BatchNorm re-estimated),
-  - the short-KD proxy the search uses (search/proxy.py, --proxy-steps),
+  - the short-KD proxy the search uses (search/proxy.py, --proxy-steps decayed, the pool and
+    validation crops search() uses), with BatchNorm frozen as distillation freezes it, and with
+    BatchNorm normalising by the batch (the proxy before it followed distillation),
   - full distillation (`edgedistill.distill`, the same recipe and --steps for all): PSNR vs teacher
     on held-out inputs.
 Reports the Spearman rank correlation of each proxy with the distilled PSNR, and the proxies' cost.
 Writes benchmarks/results/search_proxy.json; prints the CPU it ran on.
 
---rescore distills nothing: it scores proxy variants (--variants STEPS:const|decay) on the students
-whose distilled PSNR is already measured, this file's rows (--steps) and benchmarks/search.py's
-1000-step students, and writes their Spearman correlations to search_proxy_variants.json.
+--rescore distills nothing: it scores proxy variants (--variants STEPS:const|decay[:batch|frozen]) on
+the students of search_proxy.json, whose distilled PSNR is measured, and writes their Spearman
+correlations to search_proxy_variants.json.
 """
 
 from __future__ import annotations
@@ -60,13 +62,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--teacher", default="photo-restore")
     ap.add_argument("--n", type=int, default=6, help="sampled architectures (plus the uniform one)")
-    ap.add_argument("--steps", type=int, default=300, help="full distillation steps per candidate")
-    ap.add_argument("--proxy-steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=1000, help="full distillation steps per candidate")
+    ap.add_argument("--proxy-steps", type=int, default=120, help="as search() runs it")
     ap.add_argument("--macs", type=float, nargs=2, default=(0.8, 3.0), help="GMACs window at 256x256")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rescore", action="store_true", help="proxy variants vs already distilled students")
-    ap.add_argument("--variants", nargs="+", default=["30:const", "120:decay"], help="STEPS:const|decay")
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=["30:const", "120:decay:batch", "120:decay:frozen", "60:decay:frozen"],
+        help="STEPS:const|decay[:batch|frozen]",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.rescore:
@@ -75,11 +82,13 @@ def main() -> None:
     teacher = load_generator(args.teacher)
     spec, t_net = teacher.spec, teacher.module.eval()
     archs = candidates(spec, args.n, args.seed, *args.macs)
-    src = make_source(args.teacher, spec, None, args.seed, 64)
-    pdata = proxy.proxy_data(t_net, spec, src, pool=64, val=8)
+    pdata = proxy.proxy_data(t_net, spec, make_source(args.teacher, spec, None, args.seed, 64))
     rows = []
     for i, arch in enumerate(archs):
         p = proxy.score(t_net, spec, arch, pdata, steps=args.proxy_steps, seed=args.seed)
+        p_batch = proxy.score(
+            t_net, spec, arch, pdata, steps=args.proxy_steps, seed=args.seed, bn_stats="batch"
+        )
         t0 = time.perf_counter()
         run = SCRATCH / f"c{i}-{args.steps}"
         if not (run / "metrics.json").exists():
@@ -94,7 +103,8 @@ def main() -> None:
         metrics = json.loads((run / "metrics.json").read_text())
         rows.append({
             "arch": arch, "desc": sp.describe(arch), "gmacs": round(sp.macs_of(spec, arch) / 1e9, 3),
-            "proxy_inherited": round(p.psnr_inherited, 3), "proxy_kd": round(p.psnr, 3), "proxy_s": round(p.seconds, 1),
+            "proxy_inherited": round(p.psnr_inherited, 3), "proxy_kd": round(p.psnr, 3),
+            "proxy_kd_batch_bn": round(p_batch.psnr, 3), "proxy_s": round(p.seconds, 1),
             "distilled_psnr": metrics.get("psnr_vs_teacher"), "distill_s": round(time.perf_counter() - t0, 1),
         })  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
@@ -107,16 +117,19 @@ def main() -> None:
         "rows": rows,
         "spearman_inherited": float(spearmanr([r["proxy_inherited"] for r in rows], full).statistic),
         "spearman_kd": float(spearmanr([r["proxy_kd"] for r in rows], full).statistic),
+        "spearman_kd_batch_bn": float(spearmanr([r["proxy_kd_batch_bn"] for r in rows], full).statistic),
     }
     host = result["host"]
     print(f"\n{host['cpu']} ({', '.join(host['isa'])}), {args.threads} threads")
-    print(f"{'GMACs':>6} {'inherit':>8} {'KD proxy':>8} {'distilled':>9}  architecture")
+    print(f"{'GMACs':>6} {'inherit':>8} {'KD proxy':>8} {'batch BN':>8} {'distilled':>9}  architecture")
     for r in rows:
         print(
-            f"{r['gmacs']:6.2f} {r['proxy_inherited']:8.2f} {r['proxy_kd']:8.2f} {r['distilled_psnr']:9.2f}  {r['desc']}"
+            f"{r['gmacs']:6.2f} {r['proxy_inherited']:8.2f} {r['proxy_kd']:8.2f} {r['proxy_kd_batch_bn']:8.2f} "
+            f"{r['distilled_psnr']:9.2f}  {r['desc']}"
         )
     print(
-        f"Spearman vs distilled PSNR: inherited {result['spearman_inherited']:.3f}, KD {result['spearman_kd']:.3f}"
+        f"Spearman vs distilled PSNR: inherited {result['spearman_inherited']:.3f}, KD {result['spearman_kd']:.3f}, "
+        f"KD with batch BN {result['spearman_kd_batch_bn']:.3f}"
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_text_atomic(RESULTS / "search_proxy.json", json.dumps(result, indent=2) + "\n")
@@ -127,17 +140,10 @@ def rescore(args: argparse.Namespace) -> None:
 
     teacher = load_generator(args.teacher)
     spec, t_net = teacher.spec, teacher.module.eval()
-    space = sp.space_for(spec)
-    sets = {"short": [(r["arch"], r["distilled_psnr"]) for r in
-                      json.loads((RESULTS / "search_proxy.json").read_text())["rows"]]}  # fmt: skip
-    long: dict[str, tuple[dict, float]] = {}
-    for r in json.loads((RESULTS / "search.json").read_text())["rows"]:
-        for arch, who in (
-            (r["searched_arch"], "searched"),
-            (sp.uniform_arch(space, r["uniform_width"]), "uniform"),
-        ):
-            long[sp.arch_key(sp.canonical(space, arch))] = (arch, r[who]["psnr_vs_teacher"])
-    sets["1000 steps"] = list(long.values())
+    measured = json.loads((RESULTS / "search_proxy.json").read_text())
+    sets = {
+        f"{measured['args']['steps']} steps": [(r["arch"], r["distilled_psnr"]) for r in measured["rows"]]
+    }
     pdata = proxy.proxy_data(t_net, spec, make_source(args.teacher, spec, None, args.seed, 64))
     out: dict = {
         "host": host_info(args.threads),
@@ -147,11 +153,11 @@ def rescore(args: argparse.Namespace) -> None:
     print(f"{out['host']['cpu']} ({', '.join(out['host']['isa'])}), {args.threads} threads")
     print(f"{'variant':>12} {'s/cand':>7} " + " ".join(f"{k:>11}" for k in sets))
     for v in args.variants:
-        steps, schedule = v.split(":")
+        steps, schedule, bn = [*v.split(":"), None][:3]
         t0, rhos, scores = time.perf_counter(), {}, {}
         for name, rows in sets.items():
-            got = [proxy.score(t_net, spec, a, pdata, steps=int(steps), seed=args.seed, decay=schedule == "decay").psnr
-                   for a, _ in rows]  # fmt: skip
+            got = [proxy.score(t_net, spec, a, pdata, steps=int(steps), seed=args.seed, decay=schedule == "decay",
+                               bn_stats=bn).psnr for a, _ in rows]  # fmt: skip
             scores[name] = [round(x, 3) for x in got]
             rhos[name] = float(spearmanr(got, [q for _, q in rows]).statistic)
         per = (time.perf_counter() - t0) / sum(len(r) for r in sets.values())

@@ -54,6 +54,42 @@ def test_space_refuses_a_custom_module():
         sp.space_for(spec)
 
 
+def test_proxy_trains_batchnorm_as_distillation_does():
+    """An image student distils with BatchNorm frozen at its own re-estimated statistics: the proxy's
+    fine-tune keeps them too (so it scores the function distillation will train); normalising by the
+    batch, the statistics are re-estimated after and move with the trained weights."""
+    from edgedistill.data.sources import Batch
+    from edgedistill.distiller.config import DEFAULT_BN_STATS
+    from edgedistill.search import proxy
+
+    assert DEFAULT_BN_STATS["image"] == "frozen"
+    spec = spec_for_family("resnet", {"ngf": 8, "n_blocks": 2, "norm": "batch"}, default_size=(16, 16))
+    torch.manual_seed(0)
+    teacher = create("resnet", ngf=8, n_blocks=2, norm="batch").eval()
+    train, val = Batch(torch.rand(16, 3, 16, 16) * 2 - 1), Batch(torch.rand(4, 3, 16, 16) * 2 - 1)
+    with torch.no_grad():
+        data = proxy.ProxyData(train, teacher(train.inputs), val, teacher(val.inputs), (-1.0, 1.0))
+    arch = {"widths": [8, 8, 16, 8, 8], "n_blocks": 1}
+
+    def stats_after(bn_stats: str) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        student, _ = make_student_from_arch(teacher, spec, arch)
+        proxy._recalibrate(student, train)
+        norms = [m for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        before = [m.running_mean.clone() for m in norms]
+        first = next(m for m in student.modules() if isinstance(m, torch.nn.Conv2d)).weight.detach().clone()
+        proxy.fine_tune(student, data, steps=5, bn_stats=bn_stats)
+        moved = next(m for m in student.modules() if isinstance(m, torch.nn.Conv2d)).weight - first
+        return before, [m.running_mean for m in norms], moved
+
+    before, after, moved = stats_after("frozen")
+    assert before and moved.abs().max() > 0  # the weights trained
+    assert all(torch.equal(b, a) for b, a in zip(before, after, strict=True))
+    before, after, _ = stats_after("batch")
+    assert any(not torch.allclose(b, a) for b, a in zip(before, after, strict=True))
+    with pytest.raises(ValueError, match="bn_stats"):
+        proxy.score(teacher, spec, arch, data, steps=1, bn_stats="running")
+
+
 def test_pareto_front_keeps_only_undominated_points():
     from edgedistill.search.api import Candidate, pareto_front
 
@@ -168,7 +204,8 @@ def test_search_picks_a_candidate_within_budget_and_writes_its_front(tiny_genera
 
 @pytest.mark.slow
 def test_compress_with_a_latency_budget_searches_then_distills_the_chosen_arch(tmp_path):
-    """Real latency model (ONNX Runtime int8 blocks timed here), real distill/export/profile."""
+    """Real latency model (ONNX Runtime int8 blocks timed here), real distill/export/profile. INT8 by
+    default distils quantization-aware, so the search times the form a QAT student exports in."""
     from edgedistill.models.loading import load_generator
     from edgedistill.pipeline.compress import CompressOptions, compress
     from edgedistill.search.latency import predict_latency
@@ -178,7 +215,7 @@ def test_compress_with_a_latency_budget_searches_then_distills_the_chosen_arch(t
     budget = round(predict_latency(uniform, spec, "x86-onnxruntime", "int8", None, threads=1) * 1.05, 4)
     opts = CompressOptions(
         teacher="digits-dcgan", targets=["x86-onnxruntime"], out=tmp_path / "c", steps=20, cache=32, calib_size=16,
-        threads=1, profile_seconds=0.5, samples=4, min_psnr=None, qat_steps=0, latency_ms=budget,
+        threads=1, profile_seconds=0.5, samples=4, min_psnr=None, latency_ms=budget,
         search_options={"samples": 4, "predict_max": 4, "kd_top": 1, "kd_steps": 2, "evolve": 2},
         distill_options={"eval_samples": 256},  # not the 10k digits held out: the test checks wiring
     )  # fmt: skip
@@ -187,6 +224,7 @@ def test_compress_with_a_latency_budget_searches_then_distills_the_chosen_arch(t
     assert (
         found["budget_ms"] == budget and found["predicted_ms"] <= budget and found["measured_ms"] is not None
     )
+    assert "as a QAT student exports" in found["latency_source"], found["latency_source"]
     student_spec = json.loads((tmp_path / "c" / "student" / "model.json").read_text())
     assert student_spec["kwargs"]["widths"] == found["arch"]["widths"]
     assert "Searched student" in (tmp_path / "c" / "report.md").read_text()

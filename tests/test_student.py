@@ -335,10 +335,29 @@ def test_arch_student_changed_ops_start_fresh_and_blocks_are_dropped_evenly():
     assert torch.equal(s["model.19.bias"], t["model.21.bias"])
     # blocks 0 and 3 of 4 are kept (evenly spaced); their norms come from the teacher's blocks
     assert torch.equal(s["model.11.conv_block.2.weight"], t["model.13.conv_block.2.weight"])
-    # fresh depthwise blocks start as the identity: their last conv is zero
-    assert s["model.10.conv_block.5.pw.weight"].abs().sum() == 0
-    x = torch.rand(1, 3, 32, 32)
-    assert _run(student, x).shape == (1, 3, 32, 32)
+    # fresh depthwise blocks start as the identity: their closing BatchNorm's scale and shift are zero,
+    # not the conv before it, which would leave that BN a variance of 0 to be frozen at
+    assert (
+        s["model.10.conv_block.6.weight"].abs().sum() == 0
+        and s["model.10.conv_block.6.bias"].abs().sum() == 0
+    )
+    assert s["model.10.conv_block.5.pw.weight"].abs().sum() > 0
+    x = torch.rand(4, 3, 32, 32)
+    assert _run(student, x).shape == (4, 3, 32, 32)
+    from edgedistill.distiller.batchnorm import recalibrate_batch_norm
+
+    recalibrate_batch_norm(student, [(x,)])
+    block = student.model[10].eval()
+    h = torch.rand(2, block.conv_block[1].dw.in_channels, 8, 8)
+    assert torch.equal(block(h), h)
+    norms = [m for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert min(float(m.running_var.min()) for m in norms) > 1e-4
+    # without an affine norm (pix2pix's InstanceNorm) the last conv is the one zeroed
+    kwargs = {"ngf": 8, "n_blocks": 2, "norm": "instance"}
+    plain, _ = make_student_from_arch(
+        create("resnet", **kwargs).eval(), spec_for_family("resnet", kwargs), {"block": "dwsep"}
+    )
+    assert plain.state_dict()["model.10.conv_block.5.pw.weight"].abs().sum() == 0
     with pytest.raises(EdgeDistillError, match="not depth"):
         make_student_from_arch(teacher, spec, {"depth": 3})
     with pytest.raises(EdgeDistillError, match="bad resnet architecture"):

@@ -45,6 +45,13 @@ def search(
     verify: Annotated[
         bool, typer.Option(help="measure the finalists whole on the target; choose the best within budget")
     ] = True,
+    qat: Annotated[
+        bool,
+        typer.Option(
+            help="the student will be distilled quantization-aware (compress's default for INT8): "
+            "INT8 latency measured as its export compiles it; --no-qat for a calibrated export"
+        ),
+    ] = True,
     time_budget: Annotated[
         float, typer.Option(help="seconds before the search settles on what it has")
     ] = 600.0,
@@ -60,7 +67,7 @@ def search(
 
     result = run_search(
         teacher, target, latency_ms, host, out=out, precision=precision, size=size, data=data, samples=samples,
-        predict_max=predict_max, kd_top=kd_top, kd_steps=kd_steps, evolve=evolve, verify=verify, time_budget_s=time_budget, seed=seed,
+        predict_max=predict_max, kd_top=kd_top, kd_steps=kd_steps, evolve=evolve, verify=verify, qat=qat, time_budget_s=time_budget, seed=seed,
         threads=threads, ssh=ssh_settings(ssh_option, identity, remote_python),
         log=lambda m: console.print(m, highlight=False),
     )  # fmt: skip

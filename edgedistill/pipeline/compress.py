@@ -243,8 +243,10 @@ def _search_stage(opts: CompressOptions, book: StageBook, log: Callable[[str], N
 
     tgt = get_target(opts.targets[0], opts.precision)
     out = opts.out / "search"
+    qat = _qat_steps(opts) > 0  # the student's INT8 export compiles as QAT's: the search measures that form
     options = {"target": tgt.name, "precision": tgt.precision, "latency_ms": opts.latency_ms, "host": opts.host,
-               "size": opts.size, "search": opts.search_options, "data": str(opts.data) if opts.data else None}  # fmt: skip
+               "size": opts.size, "search": opts.search_options, "data": str(opts.data) if opts.data else None,
+               "qat": qat}  # fmt: skip
     fp = fingerprint(
         options, teacher_files(opts.teacher, str(opts.weights) if opts.weights else None), [opts.data]
     )
@@ -254,7 +256,7 @@ def _search_stage(opts: CompressOptions, book: StageBook, log: Callable[[str], N
         book.forget("search")
         log(f"search: {opts.teacher} within {opts.latency_ms} ms on {tgt.name} {tgt.precision}")
         search(opts.teacher, opts.targets[0], opts.latency_ms, opts.host, out=out, precision=tgt.precision,
-               size=opts.size, data=opts.data, threads=opts.threads, ssh=opts.ssh or None,
+               size=opts.size, data=opts.data, threads=opts.threads, ssh=opts.ssh or None, qat=qat,
                log=lambda m: log(f"  {m}"), **opts.search_options, **opts.teacher_load)  # fmt: skip
         book.mark("search", fp)
     else:

@@ -97,6 +97,7 @@ def search(
     latency_fn: Callable[[Any, Any], float] | None = None,
     measure_fn: Callable[[list[Any]], list[float]] | None = None,
     verify: bool = True,
+    qat: bool = True,
     ssh: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
     **teacher_load: Any,
@@ -105,7 +106,9 @@ def search(
 
     `latency_fn(model, spec) -> ms` overrides the target's latency model (tests, what-ifs), and
     `measure_fn(models) -> ms` the whole-model measurement of the finalists (`verify`; skipped when only
-    `latency_fn` is given); `ssh` reaches `host` as `profile --host` does (search/latency.py)."""
+    `latency_fn` is given); `ssh` reaches `host` as `profile --host` does (search/latency.py).
+    `qat`: the student will be distilled quantization-aware (compress's default for INT8), so INT8
+    latencies are measured as its export compiles it (search/latency_compile.py: as_qat_export)."""
     import torch
 
     from edgedistill.core.targets import get_target
@@ -119,6 +122,10 @@ def search(
         torch.set_num_threads(threads)
     started = time.perf_counter()
     tgt = get_target(target, precision)
+    if qat:
+        from edgedistill.search.latency_compile import as_qat_export
+
+        tgt = as_qat_export(tgt)
     loaded = load_generator(teacher, **teacher_load)
     spec, t_net = loaded.spec, loaded.module.eval()
     space = sp.space_for(spec)
@@ -284,8 +291,11 @@ def _latency_model(
             out.append(float(p.ms))
         return out
 
+    from edgedistill.search.latency_compile import QAT_FORM
+
     where = host or "this host"
-    return predict, f"measured blocks, {tgt.name} {tgt.precision} on {where}"
+    form = " as a QAT student exports" if tgt.options.get(QAT_FORM) else ""
+    return predict, f"measured blocks, {tgt.name} {tgt.precision}{form} on {where}"
 
 
 def _predict_into(batch: list[Candidate], predict: Callable[[list[Any]], list[float]], spec: Any) -> None:

@@ -1,8 +1,11 @@
 """Quality proxy: rank candidate students without distilling each one fully.
 
-Each candidate inherits the teacher's weights (`make_student_from_arch`), trains for a few pixel-KD
-steps on a shared pool of teacher outputs, has its BatchNorm statistics re-estimated, and is scored
-by PSNR vs the teacher on validation inputs. Why short KD from inherited weights and not a
+Each candidate inherits the teacher's weights (`make_student_from_arch`), has its BatchNorm statistics
+re-estimated on a shared pool of inputs, trains for a few pixel-KD steps on the teacher's outputs for
+that pool, and is scored by PSNR vs the teacher on validation inputs. BatchNorm trains as distillation
+will train it (distiller/config.py DEFAULT_BN_STATS: image students keep the re-estimated statistics
+frozen; noise students normalise by the batch and are re-estimated after): the proxy ranks the
+function the distilled student will become. Why short KD from inherited weights and not a
 once-for-all supernet: the per-candidate cost is seconds at 64 px, there is nothing to train up
 front, and operator choices (upsampling, depthwise blocks) that a shared-weight supernet cannot
 share are scored on their own weights. `benchmarks/search_proxy.py` measures the rank correlation
@@ -22,7 +25,8 @@ from torch.nn import functional as F
 from edgedistill.core.quality import psnr
 from edgedistill.core.spec import GeneratorSpec
 from edgedistill.data.sources import Batch, DataSource
-from edgedistill.distiller.batchnorm import recalibrate_batch_norm
+from edgedistill.distiller.batchnorm import BN_STATS, freeze_batch_norm, recalibrate_batch_norm
+from edgedistill.distiller.config import DEFAULT_BN_STATS
 from edgedistill.distiller.student import make_student_from_arch
 
 
@@ -69,12 +73,17 @@ def score(
     lr: float = 1e-3,
     seed: int = 0,
     decay: bool = True,
+    bn_stats: str | None = None,
 ) -> ProxyScore:
     """Short pixel-KD fine-tune of the candidate from inherited weights, then PSNR vs the teacher.
 
     The learning rate decays linearly to 0: at a constant 1e-3 the last Adam steps left each candidate
     ~1-3 dB away from where its run was heading, enough to reverse rankings (benchmarks/search_proxy.py
-    --rescore: Spearman vs 1000-step distillation -0.2 at 30 constant steps, 0.9 at 120 decayed)."""
+    --rescore: Spearman vs 1000-step distillation -0.2 at 30 constant steps, 0.9 at 120 decayed).
+    `bn_stats` (batch | frozen; None: as distillation does for this kind of generator)."""
+    bn_stats = bn_stats or DEFAULT_BN_STATS.get(spec.kind, "batch")
+    if bn_stats not in BN_STATS:
+        raise ValueError(f"bn_stats {bn_stats!r}: expected one of {', '.join(BN_STATS)}")
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     student, _ = make_student_from_arch(teacher, spec, arch)
@@ -83,10 +92,28 @@ def score(
     zero = _psnr(student, data)
     if steps <= 0:
         return ProxyScore(zero, zero, time.perf_counter() - t0)
+    fine_tune(student, data, steps, batch, lr, seed, decay, bn_stats)
+    return ProxyScore(_psnr(student, data), zero, time.perf_counter() - t0)
+
+
+def fine_tune(
+    student: nn.Module,
+    data: ProxyData,
+    steps: int,
+    batch: int = 8,
+    lr: float = 1e-3,
+    seed: int = 0,
+    decay: bool = True,
+    bn_stats: str = "frozen",
+) -> None:
+    """`steps` of pixel KD on the pool, BatchNorm frozen at its current statistics or normalising by
+    the batch (and re-estimated after: the running statistics drifted with the batches)."""
     opt = torch.optim.Adam(student.parameters(), lr=lr, betas=(0.5, 0.999))
     gen = torch.Generator().manual_seed(seed)
     n = data.train.inputs.shape[0]
     student.train()
+    if bn_stats == "frozen":
+        freeze_batch_norm(student)
     for step in range(steps):
         if decay:
             for g in opt.param_groups:
@@ -96,8 +123,8 @@ def score(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    _recalibrate(student, data.train)
-    return ProxyScore(_psnr(student, data), zero, time.perf_counter() - t0)
+    if bn_stats == "batch":
+        _recalibrate(student, data.train)
 
 
 def _psnr(student: nn.Module, data: ProxyData) -> float:
