@@ -15,7 +15,7 @@ sampled from the search space (seeded) within a MACs window around it. Each is s
 Reports the Spearman rank correlation of each proxy with the distilled PSNR, and the proxies' cost.
 Writes benchmarks/results/search_proxy.json; prints the CPU it ran on.
 
---rescore distills nothing: it scores proxy variants (--variants STEPS:const|decay[:batch|frozen]) on
+--rescore distills nothing: it scores proxy variants (--variants STEPS:const|decay[:batch|frozen[:LR]]) on
 the students of search_proxy.json, whose distilled PSNR is measured, and writes their Spearman
 correlations to search_proxy_variants.json.
 """
@@ -72,7 +72,7 @@ def main() -> None:
         "--variants",
         nargs="+",
         default=["30:const", "120:decay:batch", "120:decay:frozen", "60:decay:frozen"],
-        help="STEPS:const|decay[:batch|frozen]",
+        help="STEPS:const|decay[:batch|frozen[:LR]] (LR default 1e-3)",
     )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -153,11 +153,11 @@ def rescore(args: argparse.Namespace) -> None:
     print(f"{out['host']['cpu']} ({', '.join(out['host']['isa'])}), {args.threads} threads")
     print(f"{'variant':>12} {'s/cand':>7} " + " ".join(f"{k:>11}" for k in sets))
     for v in args.variants:
-        steps, schedule, bn = [*v.split(":"), None][:3]
+        steps, schedule, bn, lr = [*v.split(":"), None, None][:4]
         t0, rhos, scores = time.perf_counter(), {}, {}
         for name, rows in sets.items():
             got = [proxy.score(t_net, spec, a, pdata, steps=int(steps), seed=args.seed, decay=schedule == "decay",
-                               bn_stats=bn).psnr for a, _ in rows]  # fmt: skip
+                               bn_stats=bn or None, lr=float(lr or 1e-3)).psnr for a, _ in rows]  # fmt: skip
             scores[name] = [round(x, 3) for x in got]
             rhos[name] = float(spearmanr(got, [q for _, q in rows]).statistic)
         per = (time.perf_counter() - t0) / sum(len(r) for r in sets.values())
