@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--teacher", default="photo-restore")
     ap.add_argument("--n", type=int, default=6, help="sampled architectures (plus the uniform one)")
     ap.add_argument("--steps", type=int, default=1000, help="full distillation steps per candidate")
-    ap.add_argument("--proxy-steps", type=int, default=120, help="as search() runs it")
+    ap.add_argument("--proxy-steps", type=int, default=300, help="as search() runs it")
     ap.add_argument("--macs", type=float, nargs=2, default=(0.8, 3.0), help="GMACs window at 256x256")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -71,8 +71,15 @@ def main() -> None:
     ap.add_argument(
         "--variants",
         nargs="+",
-        default=["30:const", "120:decay:batch", "120:decay:frozen", "60:decay:frozen"],
-        help="STEPS:const|decay[:batch|frozen[:LR]] (LR default 1e-3)",
+        default=[
+            "0:const",
+            "120:decay:frozen:1e-3",
+            "120:decay:batch:1e-3",
+            "120:decay:frozen",
+            "300:decay:frozen",
+            "120:decay:batch",
+        ],
+        help="STEPS:const|decay[:batch|frozen[:LR]] (LR default: the proxy's, 2e-4)",
     )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -157,7 +164,7 @@ def rescore(args: argparse.Namespace) -> None:
         t0, rhos, scores = time.perf_counter(), {}, {}
         for name, rows in sets.items():
             got = [proxy.score(t_net, spec, a, pdata, steps=int(steps), seed=args.seed, decay=schedule == "decay",
-                               bn_stats=bn or None, lr=float(lr or 1e-3)).psnr for a, _ in rows]  # fmt: skip
+                               bn_stats=bn or None, **({"lr": float(lr)} if lr else {})).psnr for a, _ in rows]  # fmt: skip
             scores[name] = [round(x, 3) for x in got]
             rhos[name] = float(spearmanr(got, [q for _, q in rows]).statistic)
         per = (time.perf_counter() - t0) / sum(len(r) for r in sets.values())

@@ -40,7 +40,7 @@ def search(
     samples: Annotated[int, typer.Option(help="architectures sampled (MACs only)")] = 60,
     predict_max: Annotated[int, typer.Option(help="of them, how many get a latency prediction")] = 24,
     kd_top: Annotated[int, typer.Option(help="candidates fine-tuned briefly for the final ranking")] = 4,
-    kd_steps: Annotated[int, typer.Option(help="KD steps per fine-tuned candidate")] = 120,
+    kd_steps: Annotated[int, typer.Option(help="KD steps per fine-tuned candidate")] = 300,
     evolve: Annotated[int, typer.Option(help="children grown towards the budget and predicted")] = 12,
     verify: Annotated[
         bool, typer.Option(help="measure the finalists whole on the target; choose the best within budget")

@@ -88,7 +88,7 @@ def search(
     samples: int = 60,
     predict_max: int = 24,
     kd_top: int = 4,
-    kd_steps: int = 120,
+    kd_steps: int = 300,
     evolve: int = 12,
     band: float = 0.8,
     time_budget_s: float = 600.0,
