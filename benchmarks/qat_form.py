@@ -156,10 +156,19 @@ def main() -> None:
     args.results.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(
         args.results,
-        json.dumps({"host": host, "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2)
+        json.dumps(
+            {"host": host, "args": {k: _rel(v) for k, v in vars(args).items()}, "rows": rows}, indent=2
+        )
         + "\n",
     )
     write_text_atomic(args.results.with_suffix(".md"), text)
+
+
+def _rel(value: Any) -> str:
+    """An argument as the results file records it: paths relative to the repository."""
+    if isinstance(value, Path) and value.resolve().is_relative_to(ROOT):
+        return str(value.resolve().relative_to(ROOT))
+    return str(value)
 
 
 if __name__ == "__main__":

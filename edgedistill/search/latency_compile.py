@@ -7,10 +7,11 @@ runs inside the exported model. The whole model is compiled the same way to be m
 
 A student distilled quantization-aware (compress's default for INT8) is exported otherwise
 (exporter/qat_export.py): no layer is kept fp32, and OpenVINO converts the QDQ ONNX instead of
-running NNCF, which places more FakeQuantize ops. Compiled as calibration would, such a student
-measured 10 % slower than its export on ORT and 9 % faster on OpenVINO (photo-restore students,
-Zen4): `as_qat_export(tgt)` marks a target so that blocks and whole models compile the QAT way, and
-its latency table is kept apart (the mark is one of the target's options, in the table's key).
+running NNCF, which places more FakeQuantize ops. Compiled as calibration would, two photo-restore
+students measured +10 % and -8 % off their exports on ORT and -2 % and -7 % on OpenVINO; compiled
+the QAT way, within 1 % and 3 % (benchmarks/qat_form.py, Zen4). `as_qat_export(tgt)` marks a target
+so that blocks and whole models compile the QAT way, and its latency table is kept apart (the mark
+is one of the target's options, in the table's key).
 """
 
 from __future__ import annotations
