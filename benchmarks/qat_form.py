@@ -10,7 +10,9 @@ rather than NNCF. For each student (a short distillation with a QAT phase: laten
 how well it learned) and target, three artifacts of the same architecture:
   - export: what `export` writes from the QAT run (the thing the budget is about),
   - calibrated form: search/latency_compile.compile_whole as a calibrated student exports,
-  - QAT form: the same with `as_qat_export(target)`, what the search now times for a QAT student,
+  - QAT form: the same with `as_qat_export(target)`, what the search now times for a QAT student on
+    ONNX Runtime (on OpenVINO the search keeps NNCF, so both columns are the calibrated form; the
+    committed results were measured while OpenVINO's QAT form converted the QDQ ONNX as export does),
 profiled per target in --rounds interleaved runs. Reports each form's median ratio to the export.
 Writes benchmarks/results/qat_form.{json,md}; prints the CPU.
 """

@@ -363,11 +363,10 @@ def test_table_is_keyed_by_this_cpu_not_only_the_hostname(tmp_path: Path, monkey
 
 
 def test_qat_students_are_timed_as_their_export_compiles_them(tmp_path: Path) -> None:
-    """A quantization-aware student exports with no layer kept fp32, and on OpenVINO from the QDQ
-    ONNX (FakeQuantize per Q/DQ pair), not by NNCF: the latency table times that form, in a table
-    of its own."""
-    from edgedistill.core.artifact import load_artifact
-    from edgedistill.search.latency_compile import QAT_FORM, as_qat_export, compile_whole
+    """A quantization-aware student exports with no layer kept fp32: on ONNX Runtime the latency table
+    times that form, in a table of its own. OpenVINO keeps its NNCF compile (its QDQ-converted blocks
+    timed at up to 10x their share of the whole model), so its target is left unmarked."""
+    from edgedistill.search.latency_compile import QAT_FORM, as_qat_export
 
     model, spec = _tiny(n_blocks=1)
     ort = get_target("x86-onnxruntime", "int8")
@@ -385,14 +384,7 @@ def test_qat_students_are_timed_as_their_export_compiles_them(tmp_path: Path) ->
         latency_table.LatencyTable.open(qat, None, 2, tmp_path).path
         != latency_table.LatencyTable.open(ort, None, 2, tmp_path).path
     )
-
-    ov = get_target("x86-openvino", "int8")
-    arts = {
-        name: compile_whole(model, spec, t, SIZE, tmp_path / name)
-        for name, t in (("nncf", ov), ("qdq", as_qat_export(ov)))
-    }
-    info = {name: load_artifact(a).manifest["backend_info"] for name, a in arts.items()}
-    assert info["qdq"]["qat"]["source"] == "trained QDQ ONNX" and info["qdq"]["qat"]["fake_quantize_ops"] > 0
-    assert "qat" not in info["nncf"]
-    got = latency.measure_models([model], [spec], as_qat_export(ov), size=SIZE, threads=1, min_time=0.05)
+    got = latency.measure_models([model], [spec], qat, size=SIZE, threads=1, min_time=0.05)
     assert got[0] > 0
+    ov = get_target("x86-openvino", "int8")
+    assert as_qat_export(ov) is ov
