@@ -1,5 +1,5 @@
 """Does the search time a QAT student as its export compiles it? Exported artifact vs the search's two
-compile forms, whole models in one interleaved profile.
+compile forms, whole models in interleaved profiles, one per target.
 
     python benchmarks/qat_form.py            # 2 students x 2 targets, ~6 min on 2 idle cores
     python benchmarks/qat_form.py --prepare-only   # the artifacts only (timing needs an idle machine)
@@ -57,7 +57,7 @@ def prepare(out: Path, steps: int, qat_steps: int, threads: int) -> dict[tuple[s
     spec = load_generator(TEACHER).spec
     arts: dict[tuple[str, str, str], Path] = {}
     for i, (name, arch) in enumerate(ARCHS.items()):
-        run = out / f"s{i}"
+        run, net = out / f"s{i}", sp.build(spec, arch)
         if not (run / "qat.json").exists():
             distill(
                 teacher=TEACHER, arch=arch, steps=steps, qat_steps=qat_steps, out=str(run), cache=64,
@@ -71,7 +71,6 @@ def prepare(out: Path, steps: int, qat_steps: int, threads: int) -> dict[tuple[s
                     run, tname, exported, min_psnr=None, calib_size=16, holdout=4, threads=threads, force=True
                 )
             arts[name, tname, "export"] = exported
-            net = sp.build(spec, arch)
             for form, t in (("calibrated form", tgt), ("QAT form", as_qat_export(tgt))):
                 d = out / f"s{i}-{tname}" / form.split()[0]
                 if not (d / "art" / "manifest.json").exists():
@@ -131,12 +130,12 @@ def main() -> None:
             row: dict[str, Any] = {"student": name, "target": tname}
             for form in FORMS:
                 ms = p50s[name, tname, form]
+                ratios = [a / b for a, b in zip(ms, base, strict=True)]  # per round: one run's ratio
                 row[form] = {
                     "ms": round(statistics.median(ms), 3),
-                    "vs export": round(statistics.median(a / b for a, b in zip(ms, base, strict=True)), 3),
-                    "vs export, min-max": [round(min(a / b for a, b in zip(ms, base, strict=True)), 3),
-                                           round(max(a / b for a, b in zip(ms, base, strict=True)), 3)],
-                }  # fmt: skip
+                    "vs export": round(statistics.median(ratios), 3),
+                    "vs export, min-max": [round(min(ratios), 3), round(max(ratios), 3)],
+                }
             rows.append(row)
     cpu = f"{host['cpu']} ({', '.join(host['isa'])})"
     lines = [
