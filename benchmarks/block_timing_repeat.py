@@ -43,7 +43,7 @@ def time_blocks(bench: Path, plan: dict[str, Any], group: int, threads: int) -> 
     )
     info = plan["blocks"]
     return {
-        k: block_timing.summarize(ks, info[k]["inputs"], info[k]["outputs"]).ms
+        k: block_timing.summarize(ks, info[k]["own"], info[k]["other"]).ms
         for k, ks in zip(keys, timed, strict=True)
     }
 

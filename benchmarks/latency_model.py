@@ -91,13 +91,17 @@ def prepare(
     shard: tuple[int, int] = (0, 1),
     space: str | None = None,
     gmacs: tuple[float, float] = (0.5, 3.0),
+    qat: bool = True,
 ) -> None:
-    """Export and compile every block and whole model; with `shard` (i, k) only models i, i+k, ...
+    """Export and compile every block and whole model (INT8 as a QAT student's export compiles it,
+    as the search times it, unless `qat` is False); with `shard` (i, k) only models i, i+k, ...
     into plan.<i>.json (`merge` joins them): shards prepare in parallel on a many-core machine."""
     from edgedistill.core.spec import spec_for_family
     from edgedistill.core.targets import get_target
     from edgedistill.models.registry import create
+    from edgedistill.search.block_timing import block_names
     from edgedistill.search.latency import REFERENCES, compile_block, compile_whole, cut_model
+    from edgedistill.search.latency_compile import as_qat_export
 
     fam, refs = REFERENCES["image"]
     models = [(f"ref{i}", "ref", fam, dict(kw)) for i, kw in enumerate(refs)]
@@ -111,12 +115,13 @@ def prepare(
     models += [(f"cand{i:02d}", "cand", "resnet", kw) for i, kw in enumerate(cands)]
     models = models[shard[0] :: shard[1]]
     for target, precision in configs:
-        tgt = get_target(target, precision)
+        tgt = as_qat_export(get_target(target, precision)) if qat else get_target(target, precision)
         d = out / f"{target}-{precision}"
         plan: dict[str, Any] = {
             "target": target,
             "precision": precision,
             "size": list(size),
+            "qat": qat,
             "blocks": {},
             "models": {},
         }
@@ -139,11 +144,14 @@ def prepare(
                     acts = _activations(cut, [x for x in cut.blocks if x.key not in plan["blocks"]])
                 if not _compiled(d / "blocks" / b.key / "art"):  # resumable: a rerun skips what is there
                     compile_block(cut, b, acts, tgt, d / "blocks" / b.key)
+                own, other = block_names(b)
                 plan["blocks"][b.key] = {
                     "desc": b.desc,
                     "inputs": b.inputs,
                     "outputs": b.outputs,
                     "macs": b.macs,
+                    "own": own,  # names of the compiled block's kernels (block_timing.summarize)
+                    "other": other,
                 }
             if not _compiled(d / "whole" / name / "art"):
                 compile_whole(module, spec, tgt, size, d / "whole" / name, work / "model.fp32.onnx")
@@ -152,6 +160,8 @@ def prepare(
                 "family": family,
                 "kwargs": kw,
                 "blocks": [b.key for b in cut.blocks],
+                # each block's nodes and outputs here: the whole model's kernels are attributed by them
+                "occurrences": [{"own": [*b.nodes, *b.tensors], "other": b.inputs} for b in cut.blocks],
             }
             (d / plan_name).write_text(
                 json.dumps(plan, indent=1)
@@ -212,6 +222,22 @@ def _cpu_times(d: Path, names: list[str], threads: int, min_time: float) -> dict
     }
 
 
+def _whole_feed(art_dir: Path, threads: int) -> dict[str, np.ndarray]:
+    """The inputs a whole model is profiled with (as the interleaved timing feeds it)."""
+    from edgedistill.backends import load_runner
+    from edgedistill.core.artifact import load_artifact
+    from edgedistill.runtime.sources import artifact_source, make_inputs
+
+    art = load_artifact(art_dir)
+    runner = load_runner(art, threads=threads)
+    try:
+        return make_inputs(artifact_source(art, art_dir.parent.name, art_dir.parent.name), runner, None, 1, 0)
+    finally:
+        close = getattr(runner, "close", None)
+        if close is not None:
+            close()
+
+
 def time_all(out: Path, threads: int | None, min_time: float, only: str = "", clock: str = "wall") -> None:
     """Blocks kernel by kernel, then every whole model in interleaved rounds; numpy + runtimes only."""
     from edgedistill.core.artifact import load_artifact
@@ -235,11 +261,24 @@ def time_all(out: Path, threads: int | None, min_time: float, only: str = "", cl
         timed = time_local_many([b / "art" for b in bdirs], [_load_feed(b) for b in bdirs], th, BLOCK_CALLS,
                                 BLOCK_SECONDS, clock)  # fmt: skip
         blocks = {
-            key: summarize(ks, plan["blocks"][key]["inputs"], plan["blocks"][key]["outputs"]).to_dict()
+            key: {
+                **summarize(ks, plan["blocks"][key]["own"], plan["blocks"][key]["other"]).to_dict(),
+                "all": [[k.name, k.op_type, round(k.ms, 5)] for k in ks],  # boundary too, in run order
+            }
             for key, ks in zip(keys, timed, strict=True)
         }
         t1 = time.perf_counter()
         names = list(plan["models"])
+        # every whole model kernel by kernel too, in run order: which block each kernel belongs to
+        # is what tells a block's cost inside its model from its cost alone
+        arts = [d / "whole" / n / "art" for n in names]
+        in_model = time_local_many(
+            arts, [_whole_feed(a, th) for a in arts], th, BLOCK_CALLS, BLOCK_SECONDS, clock
+        )
+        whole_kernels = {
+            n: [[k.name, k.op_type, round(k.ms, 5)] for k in ks]
+            for n, ks in zip(names, in_model, strict=True)
+        }
         if clock == "cpu":
             whole = _cpu_times(d, names, th, min_time)
         else:
@@ -249,7 +288,7 @@ def time_all(out: Path, threads: int | None, min_time: float, only: str = "", cl
             )
             report = run_profile(sources, opts)
             whole = {m.name: {"p50": m.stats.p50, "cv": m.stats.cv} for m in report.models if m.stats}
-        result = {"blocks": blocks, "whole": whole, "host": host_info(th), "threads": th, "clock": clock,
+        result = {"blocks": blocks, "whole": whole, "whole_kernels": whole_kernels, "host": host_info(th), "threads": th, "clock": clock,
                   "block_s": round(t1 - t0, 1), "whole_s": round(time.perf_counter() - t1, 1)}  # fmt: skip
         (d / "timings.json").write_text(json.dumps(result, indent=1))
         print(
@@ -356,6 +395,12 @@ def main() -> None:
         "--space", default=None, help="candidates from this teacher's search space (e.g. photo-restore)"
     )
     ap.add_argument("--gmacs", default="0.5,3.0", help="with --space: the candidates' MACs range, in GMACs")
+    ap.add_argument(
+        "--qat",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="INT8 as a QAT student exports (no layer kept fp32), as the search times it",
+    )
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--min-time", type=float, default=4.0)
     ap.add_argument(
@@ -372,7 +417,9 @@ def main() -> None:
     if args.phase in ("prepare", "all"):
         i, k = map(int, args.shard.split("/"))
         gmacs = tuple(map(float, args.gmacs.split(",")))
-        prepare(args.out, args.n, args.seed, (args.size, args.size), configs, (i, k), args.space, gmacs)  # type: ignore[arg-type]
+        prepare(
+            args.out, args.n, args.seed, (args.size, args.size), configs, (i, k), args.space, gmacs, args.qat
+        )  # type: ignore[arg-type]
     if args.phase == "merge":
         merge(args.out)
     if args.phase in ("time", "all"):

@@ -131,17 +131,80 @@ def test_references_take_the_teachers_norm() -> None:
     assert latency_table.io_key("image", (64, 64), "batch") == "image@64x64/batch"
 
 
-def test_boundary_kernels_are_left_out() -> None:
-    ks = [
-        Kernel("x_QuantizeLinear", "QuantizeLinear", 1.0),
-        Kernel("conv_token_1", "QLinearConv", 2.0, "int8"),
-        Kernel("y_DequantizeLinear", "DequantizeLinear", 1.0),
-        Kernel("in/fq_output_0", "Subgraph", 0.5),
-        Kernel("conv_acdb_abcd_output/sink_port_0", "Reorder", 0.25),
+def test_a_block_counts_its_own_kernels_not_its_carriers() -> None:
+    """A block is timed between stand-in convs: its kernels are told by the names they carry (ORT's
+    `_token_N`, the quantizers' tensor names; OpenVINO's renamed deconvolution by the layers fused
+    into it), and a nameless layout kernel goes with the kernel after it."""
+    block = Block("k", "d", ["/m/conv", "/m/d2s", "/m/relu"], ["x"], ["/m/relu_output_0"],
+                  tensors=["/m/conv_output_0", "/m/d2s_output_0", "/m/relu_output_0"])  # fmt: skip
+    own, other = block_timing.block_names(block)
+    ort = [
+        Kernel("edgedistill_carrier/in0_QuantizeLinear", "QuantizeLinear", 1.0),
+        Kernel("Transpose", "Transpose", 1.0),  # into the stand-in's layout: the carrier's
+        Kernel("edgedistill_carrier/conv_in0_token_3", "QLinearConv", 1.0),
+        Kernel("/m/conv_token_5", "QLinearConv", 2.0, "int8"),
+        Kernel("Transpose_token_7", "Transpose", 0.5),  # out of NHWC for DepthToSpace: the block's
+        Kernel("/m/conv_output_0_DequantizeLinear", "DequantizeLinear", 0.25),
+        Kernel("/m/d2s", "DepthToSpace", 0.5),
+        Kernel("/m/relu_output_0_QuantizeLinear", "QuantizeLinear", 0.25),
+        Kernel("Transpose_token_9", "Transpose", 1.0),  # into the stand-in's layout again
+        Kernel("edgedistill_carrier/conv_out0_token_10", "QLinearConv", 1.0),
+        Kernel("edgedistill_carrier/out0_DequantizeLinear", "DequantizeLinear", 1.0),
+        Kernel("Transpose_token_11", "Transpose", 1.0),  # nameless tail: with what ran before
     ]
-    t = summarize(ks, ["x", "in"], ["y"])
-    assert t.ms == pytest.approx(2.0) and t.kernels == 1 and t.boundary_ms == pytest.approx(2.75)
-    assert block_timing.is_boundary(ks[0], ["x"], []) and not block_timing.is_boundary(ks[1], ["x"], ["y"])
+    t = summarize(ort, own, other)
+    assert t.ms == pytest.approx(3.5) and t.kernels == 5 and t.boundary_ms == pytest.approx(7.0)
+    assert t.precision["int8"] == pytest.approx(2.0)
+    ov = [
+        Kernel("edgedistill_carrier/in0/fq_output_0", "Subgraph", 1.0),
+        Kernel("edgedistill_carrier/conv_in0/WithoutBiases", "Convolution", 1.0),
+        Kernel(
+            "ConvolutionBackpropData_1",
+            "Deconvolution",
+            3.0,
+            "",
+            "ConvolutionBackpropData_1,/m/relu/fq_output_0",
+        ),
+        Kernel("edgedistill_carrier/conv_out0/WithoutBiases", "Convolution", 1.0),
+        Kernel("edgedistill_carrier/conv_out0/WithoutBiases_acdb_abcd_output/sink_port_0", "Reorder", 1.0),
+    ]
+    t = summarize(ov, own, other)
+    assert t.ms == pytest.approx(3.0) and t.kernels == 1 and t.boundary_ms == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("target", ["x86-onnxruntime", "x86-openvino"])
+def test_blocks_are_timed_in_a_carrier_that_computes_what_the_model_does(tmp_path: Path, target: str) -> None:
+    """Each block between identity 1x1 convs computes its tensors as in the model, and timed on the
+    real runtime only its own kernels count: the stand-ins' do not, and the upsampling block's
+    deconvolution (renamed by OpenVINO) does."""
+    import onnxruntime as ort
+
+    from edgedistill.search.blocks import CARRIER, block_model
+    from edgedistill.search.latency_compile import OPSET, _activations, compile_block
+
+    model, spec = _tiny(n_blocks=1)
+    tgt = get_target(target, "int8")
+    cut = latency.cut_model(model, spec, tgt, SIZE, tmp_path / "cut")
+    acts = _activations(cut, cut.blocks)
+    trunk = cut.blocks[3]
+    up = next(b for b in cut.blocks if b.desc.startswith("ConvTranspose"))
+    proto, feeds = block_model(cut.proto, trunk, cut.shapes, OPSET)
+    stand_ins = [n for n in proto.graph.node if n.name.startswith(CARRIER)]
+    assert len(stand_ins) == len(trunk.inputs) + len(trunk.outputs) == 2
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {name: acts[t][:1] for name, t in feeds.items()})[0]
+    reads_output = Block("o", "", [], trunk.outputs, [])  # _activations evaluates blocks' inputs
+    want = _activations(cut, [reads_output])
+    np.testing.assert_allclose(got, want[trunk.outputs[0]][:1], rtol=1e-4, atol=1e-4)
+
+    dirs = [compile_block(cut, b, acts, tgt, tmp_path / f"b{i}") for i, b in enumerate((trunk, up))]
+    timed = block_timing.time_local_many(
+        [d / "art" for d in dirs], [latency._load_feed(d) for d in dirs], 1, 2, 0.0
+    )
+    for b, ks in zip((trunk, up), timed, strict=True):
+        t = summarize(ks, *block_timing.block_names(b))
+        assert t.kernels >= 1 and t.ms > 0 and t.boundary_ms > 0, (b.desc, ks)
+        assert not any(CARRIER in d["name"] for d in t.detail), t.detail
 
 
 def test_convtranspose_falls_back_to_fp32_on_ort() -> None:
@@ -388,3 +451,18 @@ def test_qat_students_are_timed_as_their_export_compiles_them(tmp_path: Path) ->
     assert got[0] > 0
     ov = get_target("x86-openvino", "int8")
     assert as_qat_export(ov) is ov
+
+
+def test_openvino_placements_read_the_runtime_model(tmp_path: Path) -> None:
+    """Which precision each layer of an OpenVINO INT8 model runs in, read from its runtime model:
+    OpenVINO 2026 holds those entries as OVAny, whose str() is "<OVAny class>" (every layer read
+    as an unknown type in an unknown precision until they were asked for as strings)."""
+    from edgedistill.search.latency_compile import compile_whole
+
+    model, spec = _tiny(n_blocks=1)
+    art = compile_whole(model, spec, get_target("x86-openvino", "int8"), SIZE, tmp_path)
+    placed = deploy.check_target(next(art.glob("*.xml")), get_target("x86-openvino", "int8"))
+    convs = [p for p in placed if p.op_type == "Convolution"]
+    assert convs and all(p.precision == "int8" for p in convs), placed
+    assert not any("OVAny" in f"{p.op_type}{p.runs_as}{p.note}" for p in placed)
+    assert any("/Conv" in p.note for p in convs), "what each layer fused, by the graph's names"

@@ -226,13 +226,31 @@ class OpenVinoRunner:
     def layer_times(self) -> list[LayerTime]:
         if not self._runs:
             return []
+        fused = self.fused_layers()
         return [
-            LayerTime(name, t, ms / self._runs, exec_type)
+            LayerTime(name, t, ms / self._runs, exec_type, fused.get(name, ""))
             for name, (t, exec_type, ms) in self._layers.items()
         ]
 
+    def fused_layers(self) -> dict[str, str]:
+        """Each executed layer's original (IR) layers, comma-separated: OpenVINO renames some layers
+        (a ConvTranspose runs as `ConvolutionBackpropData_<id>`), its runtime model says what they were."""
+        return {
+            op.get_friendly_name(): rt_text(op.get_rt_info(), "originalLayersNames")
+            for op in self.compiled.get_runtime_model().get_ops()
+        }
+
 
 # ---------------------------------------------------------------------------------- helpers
+def rt_text(rt: Any, key: str) -> str:
+    """A runtime-model op's rt_info entry as text ("" when absent): str() of the OVAny it is held
+    in reads "<OVAny class>" on OpenVINO 2026, so the value is asked for as a string."""
+    if key not in rt:
+        return ""
+    value = rt[key]
+    return str(value.astype(str)) if hasattr(value, "astype") else str(value)
+
+
 def runtime_precision(core: Any, device: str, precision: str, options: dict) -> tuple[str, list[str]]:
     """The INFERENCE_PRECISION_HINT for `precision` on `device`, never the device's default."""
     notes: list[str] = []

@@ -27,15 +27,17 @@ def profile_layers(runner: Runner, inputs: Any, calls: int = 10, seconds: float 
 
 
 def top_layers(layers: list[LayerTime], top: int) -> tuple[list[dict[str, Any]], float]:
-    """The `top` slowest layers (ms per inference, % of the profiled total) and that total.
+    """The `top` slowest layers (ms per inference, % of the profiled total, place in run order)
+    and that total.
 
     Layers with one name reported several times (a runtime splitting a node) are summed.
     """
     ms: dict[str, float] = defaultdict(float)
-    kind: dict[str, tuple[str, str]] = {}
+    kind: dict[str, tuple[str, str, str]] = {}
     for layer in layers:
         ms[layer.name] += layer.ms
-        kind.setdefault(layer.name, (layer.op_type, layer.precision))
+        kind.setdefault(layer.name, (layer.op_type, layer.precision, layer.origin))
+    order = {name: i for i, name in enumerate(ms)}
     total = sum(ms.values())
     ranked = sorted(ms.items(), key=lambda kv: -kv[1])[: max(top, 0)]
     rows = [
@@ -45,6 +47,8 @@ def top_layers(layers: list[LayerTime], top: int) -> tuple[list[dict[str, Any]],
             "precision": kind[name][1],
             "ms": round(t, 4),
             "pct": round(100.0 * t / total, 2) if total > 0 else 0.0,
+            "seq": order[name],  # run order: the latency table tells a block's kernels by their neighbours
+            **({"origin": kind[name][2]} if kind[name][2] else {}),
         }
         for name, t in ranked
     ]

@@ -1,18 +1,22 @@
 """Time compiled block artifacts kernel by kernel, here or on a device over SSH.
 
-A block measured alone has costs its place in a whole model does not: its input must be
-quantized (a QuantizeLinear / FakeQuantize the previous block's kernel does in the whole model)
-and its output turned back into fp32 (a DequantizeLinear / Reorder). So a block is timed with the
-runtime's own per-kernel profiler and those boundary kernels are left out; what is summed is what
-the block's kernels cost inside a model. Medians over the profiled calls (locally) keep a busy
-machine's spikes out; over SSH the device reports per-layer means.
+A block is compiled in its carrier (blocks.block_model: identity 1x1 convs before and after it), so
+the profile holds kernels that are not the block's: the stand-in convs, the quantizer of the
+model's input, the layout conversions at the carrier's edges. `summarize` keeps the block's own:
+a kernel belongs to the block when its name (or, on OpenVINO, one of the layers fused into it)
+names one of the block's nodes or tensors (QuantizeLinear / FakeQuantize / DequantizeLinear kernels
+are named after the tensor they convert); a kernel that names nothing (ORT's layout transposes,
+OpenVINO's reorders) goes with the kernel that runs after it, so a conversion the block's own ops
+need is the block's and one feeding the stand-in is not. Medians over the profiled calls (locally)
+keep a busy machine's spikes out; over SSH the device reports per-layer means and their run order.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +26,15 @@ import numpy as np
 from edgedistill.core.artifact import load_artifact
 from edgedistill.core.errors import EdgeDistillError
 
-BOUNDARY_TYPES = ("Reorder", "Convert", "FakeQuantize", "Subgraph", "QuantizeLinear", "DequantizeLinear")
 NOT_KERNELS = ("Parameter", "Result", "Input", "Output", "Constant")
+LAYOUT_TYPES = ("Transpose", "Reorder")  # a layout conversion: whose it is, its neighbours tell
+# what runtimes add to a node's or tensor's name in a kernel's: ORT's "_token_N" (a node after its
+# NHWC rewrite), "/duplicated" (a weight's DequantizeLinear copied per consumer), the quantizers'
+# "<tensor>_QuantizeLinear"; OpenVINO's "/WithoutBiases" (the conv before its bias add), "_original",
+# "<tensor>/fq_output_0" (a FakeQuantize); and torch's "<node>_output_0" tensor names
+NAME_SUFFIX = re.compile(
+    r"(_token_\d+|/duplicated|/WithoutBiases|_original|/fq_output_\d+|_QuantizeLinear|_DequantizeLinear|_output_\d+)$"
+)
 
 
 @dataclass
@@ -32,14 +43,15 @@ class Kernel:
     op_type: str
     ms: float
     precision: str = ""
+    origin: str = ""  # comma-separated graph layers fused into it, where the runtime renamed it
 
 
 @dataclass
 class BlockTiming:
-    ms: float  # the block's kernels, boundary left out
+    ms: float  # the block's own kernels (summarize)
     kernels: int  # how many kernels ran (the per-kernel overhead term counts them)
     precision: dict[str, float] = field(default_factory=dict)  # ms per kernel precision
-    boundary_ms: float = 0.0
+    boundary_ms: float = 0.0  # the carrier's kernels, left out
     detail: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -52,23 +64,47 @@ class BlockTiming:
         }
 
 
-def is_boundary(k: Kernel, inputs: Sequence[str], outputs: Sequence[str]) -> bool:
-    """A kernel that exists only because the block stands alone (see the module docstring)."""
-    if k.op_type not in BOUNDARY_TYPES:
-        return False
-    for t in inputs:
-        if k.name == f"{t}_QuantizeLinear" or k.name.startswith((f"{t}/fq", f"{t}_")):
-            return True
-    for t in outputs:
-        if k.name == f"{t}_DequantizeLinear":
-            return True
-    return k.op_type in ("Reorder", "Convert") and k.name.endswith("sink_port_0")
+def owner(k: Kernel, own: set[str], other: set[str]) -> bool | None:
+    """True: the kernel is the block's (it names one of `own`), False: the carrier's (one of
+    `other`), None: it names neither (see the module docstring). Its own name decides first, then
+    the layers fused into it, the block's before the carrier's."""
+    found = [_resolve(name, own, other) for name in [k.name, *filter(None, k.origin.split(","))]]
+    if found[0] is not None:
+        return found[0]
+    return True if True in found else (False if False in found else None)
 
 
-def summarize(kernels: Sequence[Kernel], inputs: Sequence[str], outputs: Sequence[str]) -> BlockTiming:
-    """Sum the block's own kernels; record the boundary's cost apart."""
-    inside = [k for k in kernels if k.op_type not in NOT_KERNELS and not is_boundary(k, inputs, outputs)]
-    edge = [k for k in kernels if k.op_type not in NOT_KERNELS and is_boundary(k, inputs, outputs)]
+def _resolve(name: str, own: set[str], other: set[str]) -> bool | None:
+    for _ in range(8):
+        if name in own:
+            return True
+        if name in other:
+            return False
+        bare = NAME_SUFFIX.sub("", name)
+        if bare == name:
+            return None
+        name = bare
+    return None
+
+
+def summarize(kernels: Sequence[Kernel], own: Iterable[str], other: Iterable[str]) -> BlockTiming:
+    """Sum the block's own kernels, in run order: `own` are its nodes' and tensors' names, `other`
+    what the carrier and the model's input are (the block's inputs, the stand-ins' names)."""
+    own_set, other_set = set(own), set(other)
+    ks = [k for k in kernels if k.op_type not in NOT_KERNELS]
+    owners = [None if k.op_type in LAYOUT_TYPES else owner(k, own_set, other_set) for k in ks]
+    follow: bool | None = None  # nameless kernels go with the next kernel that has an owner
+    for i in reversed(range(len(ks))):
+        if owners[i] is None:
+            owners[i] = follow
+        else:
+            follow = owners[i]
+    last = next((o for o in owners if o is not None), False)  # a nameless tail goes with what ran before
+    for i in range(len(ks)):
+        if owners[i] is None:
+            owners[i] = last
+        last = owners[i]
+    inside = [k for k, o in zip(ks, owners, strict=True) if o]
     mix: dict[str, float] = {}
     for k in inside:
         mix[_precision_label(k)] = mix.get(_precision_label(k), 0.0) + k.ms
@@ -76,9 +112,17 @@ def summarize(kernels: Sequence[Kernel], inputs: Sequence[str], outputs: Sequenc
         sum(k.ms for k in inside),
         len(inside),
         mix,
-        sum(k.ms for k in edge),
+        sum(k.ms for k, o in zip(ks, owners, strict=True) if not o),
         [{"name": k.name, "op": k.op_type, "ms": round(k.ms, 5), "precision": k.precision} for k in inside],
     )
+
+
+def block_names(block: Any) -> tuple[list[str], list[str]]:
+    """(own, other) for summarize from a blocks.Block: its nodes and tensors; its inputs and the
+    carrier's stand-ins (blocks.block_model names them)."""
+    from edgedistill.search.blocks import carrier_names
+
+    return [*block.nodes, *block.tensors], [*block.inputs, *carrier_names(block)]
 
 
 def _precision_label(k: Kernel) -> str:
@@ -176,16 +220,19 @@ class _Profiled:
         if self.art.backend == "onnxruntime":
             self._read_ort_profile()
         if self.durations:
+            fused = self.runner.fused_layers() if hasattr(self.runner, "fused_layers") else {}
             kernels = [
-                Kernel(n, self.info[n][0], float(np.median(d)), self.info[n][1])
+                Kernel(n, self.info[n][0], float(np.median(d)), self.info[n][1], fused.get(n, ""))
                 for n, d in self.durations.items()
             ]
         else:  # any other runtime: its own per-layer means
-            kernels = [Kernel(t.name, t.op_type, t.ms, t.precision) for t in self.runner.layer_times()]
+            kernels = [
+                Kernel(t.name, t.op_type, t.ms, t.precision, t.origin) for t in self.runner.layer_times()
+            ]
         total = sum(k.ms for k in kernels if k.op_type not in NOT_KERNELS)
         if self.clock == "cpu" and self.cpu and total > 0:
             scale = float(np.median(self.cpu)) / 1e6 / total
-            kernels = [Kernel(k.name, k.op_type, k.ms * scale, k.precision) for k in kernels]
+            kernels = [Kernel(k.name, k.op_type, k.ms * scale, k.precision, k.origin) for k in kernels]
         return kernels
 
     def _read_ort_profile(self) -> None:
@@ -253,7 +300,10 @@ def time_remote(
                 f"{host}: block {d.parent.name} gave no per-kernel profile ({res.skipped or report.warnings})"
             )
         out.append(
-            [Kernel(r["name"], r["op_type"], float(r["ms"]), r.get("precision", "")) for r in res.layers]
+            [
+                Kernel(r["name"], r["op_type"], float(r["ms"]), r.get("precision", ""), r.get("origin", ""))
+                for r in sorted(res.layers, key=lambda r: r.get("seq", 0))  # run order (summarize)
+            ]
         )
     return out
 

@@ -8,6 +8,14 @@ A block is one anchor (Conv, ConvTranspose, Gemm, MatMul), the Pad/Resize ops th
 and the ops that follow it (norm, activation, residual Add, Concat, DepthToSpace, Tanh) up to the
 next anchor. Blocks with the same ops, attributes, weight shapes, input shapes and precision are
 the same block (a ResNet trunk is one block repeated), so each is measured once.
+
+A block is timed in a carrier (`block_model`): between identity 1x1 convs that stand in for the
+layers before and after it. Alone, a block pays for standing alone: its input arrives in the plain
+layout (ORT's NHWC transposes, OpenVINO's reorders), cold in cache, on a thread pool just woken,
+none of which happens inside a model. On 256x256 photo-restore students a depthwise 3x3 timed alone
+at 2x its cost inside the model and a resize+conv at 1.5x (ORT int8), and the sums of a model's
+blocks ran 0.95-1.5x the model; between stand-ins the same blocks time within a few % of their
+share of the whole model (block_timing.summarize counts only the block's own kernels).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ ANCHORS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 PRE_OPS = ("Pad", "Resize", "Upsample")  # belong to the anchor they feed (fused into it by runtimes)
 SHAPING_OPS = ("Resize", "Upsample", "Pad", "Reshape", "Expand", "Tile", "Slice")
 SMALL_CONST = 64  # initializers up to this many elements are part of a block's identity (pads, scales)
+CARRIER = "edgedistill_carrier"  # the stand-in convs' names and their inputs' and outputs' (block_model)
 
 
 @dataclass
@@ -36,6 +45,7 @@ class Block:
     outputs: list[str]  # tensors used outside (other blocks, the model output)
     fp32_nodes: list[str] = field(default_factory=list)  # weighted nodes export keeps in fp32
     macs: int = 0
+    tensors: list[str] = field(default_factory=list)  # every tensor its nodes write (kernels name them)
 
 
 def constants_to_initializers(model: Any) -> Any:
@@ -122,31 +132,63 @@ def partition(model: Any, fp32_nodes: Sequence[str], shapes: dict[str, tuple[int
                 outs,
                 kept,
                 sum(_macs(nodes[i], inits, shapes) for i in members),
+                sorted(inside),
             )
         )
     return blocks
 
 
-def block_model(model: Any, block: Block, shapes: dict[str, tuple[int, ...]], opset: int) -> Any:
-    """A standalone ONNX model of `block`: its inputs and outputs as graph I/O, static shapes."""
+def carrier_names(block: Block) -> list[str]:
+    """Every name block_model may give a stand-in conv, its weight, input or output."""
+    ins = [f"{CARRIER}/{n}{i}" for i in range(len(block.inputs)) for n in ("in", "conv_in")]
+    outs = [f"{CARRIER}/{n}{i}" for i in range(len(block.outputs)) for n in ("out", "conv_out")]
+    return [*ins, *outs, *(f"{c}/w" for c in ins + outs if "/conv_" in c)]
+
+
+def block_model(
+    model: Any, block: Block, shapes: dict[str, tuple[int, ...]], opset: int
+) -> tuple[Any, dict[str, str]]:
+    """`block` as a standalone ONNX model in its carrier, and which block tensor each graph input
+    feeds. Each image-like (4-D) input that another layer wrote in the model is written here by an
+    identity 1x1 conv from a carrier input, and each 4-D output another layer reads is read by one
+    (see the module docstring); the model's own inputs and outputs stay as they are."""
     import onnx
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, numpy_helper
 
     members = set(block.nodes)
     nodes = [n for n in model.graph.node if n.name in members]
     used = {t for n in nodes for t in n.input}
     inits = [t for t in model.graph.initializer if t.name in used]
-    graph = helper.make_graph(
-        nodes,
-        "block",
-        [helper.make_tensor_value_info(t, TensorProto.FLOAT, list(shapes[t])) for t in block.inputs],
-        [helper.make_tensor_value_info(t, TensorProto.FLOAT, list(shapes[t])) for t in block.outputs],
-        inits,
-    )
+    model_inputs = {i.name for i in model.graph.input}
+    model_outputs = {o.name for o in model.graph.output}
+    before, after, ins, outs, feeds = [], [], [], [], {}
+
+    def stand_in(src: str, dst: str, channels: int, name: str) -> Any:
+        weight = f"{name}/w"
+        eye = np.eye(channels, dtype=np.float32).reshape(channels, channels, 1, 1)
+        inits.append(numpy_helper.from_array(eye, weight))
+        return helper.make_node("Conv", [src, weight], [dst], name=name)
+
+    for i, t in enumerate(block.inputs):
+        shape = list(shapes[t])
+        src = t
+        if len(shape) == 4 and t not in model_inputs:
+            src = f"{CARRIER}/in{i}"
+            before.append(stand_in(src, t, shape[1], f"{CARRIER}/conv_in{i}"))
+        ins.append(helper.make_tensor_value_info(src, TensorProto.FLOAT, shape))
+        feeds[src] = t
+    for i, t in enumerate(block.outputs):
+        shape = list(shapes[t])
+        dst = t
+        if len(shape) == 4 and t not in model_outputs:
+            dst = f"{CARRIER}/out{i}"
+            after.append(stand_in(t, dst, shape[1], f"{CARRIER}/conv_out{i}"))
+        outs.append(helper.make_tensor_value_info(dst, TensorProto.FLOAT, shape))
+    graph = helper.make_graph(before + nodes + after, "block", ins, outs, inits)
     out = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     out.ir_version = model.ir_version
     onnx.checker.check_model(out)
-    return out
+    return out, feeds
 
 
 # ------------------------------------------------------------------------------------------ identity

@@ -280,6 +280,8 @@ def openvino_placements(model_xml: str | Path, threads: int | None = None) -> li
     """Each layer of the compiled model's execution graph: type, runtime precision, what it fused."""
     import openvino as ov
 
+    from edgedistill.backends.openvino import rt_text
+
     core = ov.Core()
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
     if threads:
@@ -288,11 +290,11 @@ def openvino_placements(model_xml: str | Path, threads: int | None = None) -> li
     out = []
     for op in compiled.get_runtime_model().get_ordered_ops():
         rt = op.get_rt_info()
-        layer = str(rt["layerType"]) if "layerType" in rt else op.get_type_name()
+        layer = rt_text(rt, "layerType") or op.get_type_name()
         if layer in ("Parameter", "Result", "Input", "Output", "Const"):
             continue
-        prec = str(rt["runtimePrecision"]) if "runtimePrecision" in rt else ""
-        fused = str(rt["originalLayersNames"]) if "originalLayersNames" in rt else ""
+        prec = rt_text(rt, "runtimePrecision")
+        fused = rt_text(rt, "originalLayersNames")
         p = prec.lower()
         out.append(
             Placement(op.get_friendly_name(), layer, prec, "int8" if ("i8" in p or "u8" in p) else p, fused)

@@ -4,8 +4,8 @@
     measure_latency(student, spec, "x86-onnxruntime", "int8", (256, 256))   -> ms (whole model)
 
 A candidate is cut into blocks and each block not yet in the table is compiled as export compiles
-it (search/latency_compile.py) and timed kernel by kernel on the target (search/block_timing.py),
-here or over SSH. An op the runtime does not run in int8 (ORT's ConvTranspose: DQ -> fp32 -> Q) is
+it (search/latency_compile.py), between stand-ins for its neighbours (blocks.block_model), and
+timed kernel by kernel on the target (search/block_timing.py), here or over SSH. An op the runtime does not run in int8 (ORT's ConvTranspose: DQ -> fp32 -> Q) is
 measured as what runs, so it is costed as the fallback it is. The table is cached per target,
 precision, host, threads and runtime version (search/latency_table.py); the search reuses it across
 every candidate with the same blocks.
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.spec import GeneratorSpec, spec_for_family
 from edgedistill.core.targets import Target, get_target
-from edgedistill.search.block_timing import summarize, time_local_many, time_remote
+from edgedistill.search.block_timing import block_names, summarize, time_local_many, time_remote
 from edgedistill.search.blocks import Block
 from edgedistill.search.latency_compile import (
     CALIB_SAMPLES,
@@ -292,7 +292,7 @@ def time_blocks(
     if host is not None:
         kernels = time_remote(host, [d / "art" for d in dirs], feeds, threads, BLOCK_CALLS, ssh, log)
         for b, ks in zip(blocks, kernels, strict=True):
-            table.put_block(b, summarize(ks, b.inputs, b.outputs))
+            table.put_block(b, summarize(ks, *block_names(b)))
         table.save()
         return
     with progress_bar(
@@ -301,7 +301,7 @@ def time_blocks(
         arts = [d / "art" for d in dirs]
         timed = time_local_many(arts, feeds, threads, BLOCK_CALLS, BLOCK_SECONDS, advance=advance)
     for b, ks in zip(blocks, timed, strict=True):
-        table.put_block(b, summarize(ks, b.inputs, b.outputs))
+        table.put_block(b, summarize(ks, *block_names(b)))
     table.save()
 
 

@@ -95,16 +95,17 @@ def _load_feed(d: Path) -> dict[str, np.ndarray]:
 
 
 def compile_block(cut: CutModel, block: Block, acts: dict[str, np.ndarray], tgt: Target, out: Path) -> Path:
-    """The block as a standalone ONNX model, compiled by the target's backend into `out/art`."""
+    """The block in its carrier (blocks.block_model), compiled by the target's backend into `out/art`."""
     import onnx
 
     out.mkdir(parents=True, exist_ok=True)
     path = out / "block.onnx"
-    onnx.save_model(block_model(cut.proto, block, cut.shapes, OPSET), str(path))
-    calib = CalibrationSet({t: acts[t] for t in block.inputs}, source="block activations")
+    proto, feeds = block_model(cut.proto, block, cut.shapes, OPSET)
+    onnx.save_model(proto, str(path))
+    calib = CalibrationSet({name: acts[t] for name, t in feeds.items()}, source="block activations")
     feed = {
-        t: {"shape": list(acts[t].shape[1:]), "mean": float(acts[t].mean()), "std": float(acts[t].std())}
-        for t in block.inputs
+        name: {"shape": list(acts[t].shape[1:]), "mean": float(acts[t].mean()), "std": float(acts[t].std())}
+        for name, t in feeds.items()
     }
     (out / "feed.json").write_text(json.dumps(feed))
     _compile(path, tgt, calib, out / "art", block.fp32_nodes, None)

@@ -26,9 +26,10 @@ from edgedistill.search.block_timing import BlockTiming
 from edgedistill.search.blocks import Block
 from edgedistill.search.latency_fit import is_upsampling, whole_ms
 
-# 5: blocks timed in interleaved rounds, fits per reference norm; 4: the fit scales upsampling blocks
+# 6: blocks timed in their carrier (blocks.block_model), their own kernels only; 5: blocks timed in
+# interleaved rounds, fits per reference norm; 4: the fit scales upsampling blocks
 # apart (d); 3: one scale on the blocks (c)
-TABLE_FORMAT = 5
+TABLE_FORMAT = 6
 
 
 @dataclass
