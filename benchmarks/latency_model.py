@@ -263,7 +263,9 @@ def time_all(out: Path, threads: int | None, min_time: float, only: str = "", cl
         blocks = {
             key: {
                 **summarize(ks, plan["blocks"][key]["own"], plan["blocks"][key]["other"]).to_dict(),
-                "all": [[k.name, k.op_type, round(k.ms, 5)] for k in ks],  # boundary too, in run order
+                "all": [
+                    [k.name, k.op_type, round(k.ms, 5), k.precision, k.origin] for k in ks
+                ],  # boundary too, in run order
             }
             for key, ks in zip(keys, timed, strict=True)
         }
@@ -276,7 +278,7 @@ def time_all(out: Path, threads: int | None, min_time: float, only: str = "", cl
             arts, [_whole_feed(a, th) for a in arts], th, BLOCK_CALLS, BLOCK_SECONDS, clock
         )
         whole_kernels = {
-            n: [[k.name, k.op_type, round(k.ms, 5)] for k in ks]
+            n: [[k.name, k.op_type, round(k.ms, 5), k.precision, k.origin] for k in ks]
             for n, ks in zip(names, in_model, strict=True)
         }
         if clock == "cpu":

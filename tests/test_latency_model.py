@@ -170,6 +170,16 @@ def test_a_block_counts_its_own_kernels_not_its_carriers() -> None:
     ]
     t = summarize(ov, own, other)
     assert t.ms == pytest.approx(3.0) and t.kernels == 1 and t.boundary_ms == pytest.approx(4.0)
+    ort_fp32 = [  # NCHWc: a conv is named by its output tensor, reorders convert to and from it
+        Kernel("ReorderInput", "ReorderInput", 1.0),
+        Kernel("x_nchwc", "Conv", 1.0),  # the stand-in writes the block's input
+        Kernel("ReorderInput_token_4", "ReorderInput", 0.5),
+        Kernel("/m/relu_output_0_nchwc", "Conv", 2.0),  # the block's conv, its ReLU fused
+        Kernel("edgedistill_carrier/out0_nchwc", "Conv", 1.0),
+        Kernel("ReorderOutput_token_8", "ReorderOutput", 1.0),
+    ]
+    t = summarize(ort_fp32, own, other)
+    assert t.ms == pytest.approx(2.5) and t.kernels == 2 and t.boundary_ms == pytest.approx(4.0)
 
 
 @pytest.mark.parametrize("target", ["x86-onnxruntime", "x86-openvino"])

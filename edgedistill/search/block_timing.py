@@ -27,13 +27,15 @@ from edgedistill.core.artifact import load_artifact
 from edgedistill.core.errors import EdgeDistillError
 
 NOT_KERNELS = ("Parameter", "Result", "Input", "Output", "Constant")
-LAYOUT_TYPES = ("Transpose", "Reorder")  # a layout conversion: whose it is, its neighbours tell
+# a layout conversion: whose it is, its neighbours tell (ORT fp32 converts to and from NCHWc)
+LAYOUT_TYPES = ("Transpose", "Reorder", "ReorderInput", "ReorderOutput")
 # what runtimes add to a node's or tensor's name in a kernel's: ORT's "_token_N" (a node after its
-# NHWC rewrite), "/duplicated" (a weight's DequantizeLinear copied per consumer), the quantizers'
+# NHWC rewrite), "<tensor>_nchwc" (an fp32 conv named by its output in the NCHWc layout),
+# "/duplicated" (a weight's DequantizeLinear copied per consumer), the quantizers'
 # "<tensor>_QuantizeLinear"; OpenVINO's "/WithoutBiases" (the conv before its bias add), "_original",
 # "<tensor>/fq_output_0" (a FakeQuantize); and torch's "<node>_output_0" tensor names
 NAME_SUFFIX = re.compile(
-    r"(_token_\d+|/duplicated|/WithoutBiases|_original|/fq_output_\d+|_QuantizeLinear|_DequantizeLinear|_output_\d+)$"
+    r"(_token_\d+|_nchwc|/duplicated|/WithoutBiases|_original|/fq_output_\d+|_QuantizeLinear|_DequantizeLinear|_output_\d+)$"
 )
 
 
