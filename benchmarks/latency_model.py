@@ -12,7 +12,9 @@ random per-stage widths, residual blocks, upsampling op (ConvTranspose | nearest
 conv | PixelShuffle), stem/head kernel and block type. The whole-model fit (`a + b * kernels + c *
 other blocks + d * upsampling blocks`, search/latency_fit.py) is made on the reference models only
 (search/latency.py REFERENCES), never on the candidates; benchmarks/latency_fit_variants.py compares
-fit forms on these measurements offline.
+fit forms on these measurements offline. Blocks are compiled in their carriers as the search compiles
+them (INT8 as the QAT student exports unless --no-qat); `time` also profiles every whole model kernel
+by kernel and keeps every kernel, so whose each kernel is can be read again from the measurements.
 """
 
 from __future__ import annotations

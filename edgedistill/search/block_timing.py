@@ -5,8 +5,8 @@ the profile holds kernels that are not the block's: the stand-in convs, the quan
 model's input, the layout conversions at the carrier's edges. `summarize` keeps the block's own:
 a kernel belongs to the block when its name (or, on OpenVINO, one of the layers fused into it)
 names one of the block's nodes or tensors (QuantizeLinear / FakeQuantize / DequantizeLinear kernels
-are named after the tensor they convert); a kernel that names nothing (ORT's layout transposes,
-OpenVINO's reorders) goes with the kernel that runs after it, so a conversion the block's own ops
+are named after the tensor they convert); a kernel that names nothing (the layout conversions ORT
+and OpenVINO insert: Transpose, ReorderInput/Output, Reorder) goes with the kernel that runs after it, so a conversion the block's own ops
 need is the block's and one feeding the stand-in is not. Medians over the profiled calls (locally)
 keep a busy machine's spikes out; over SSH the device reports per-layer means and their run order.
 """
@@ -27,8 +27,6 @@ from edgedistill.core.artifact import load_artifact
 from edgedistill.core.errors import EdgeDistillError
 
 NOT_KERNELS = ("Parameter", "Result", "Input", "Output", "Constant")
-# a layout conversion: whose it is, its neighbours tell (ORT fp32 converts to and from NCHWc)
-LAYOUT_TYPES = ("Transpose", "Reorder", "ReorderInput", "ReorderOutput")
 # what runtimes add to a node's or tensor's name in a kernel's: ORT's "_token_N" (a node after its
 # NHWC rewrite), "<tensor>_nchwc" (an fp32 conv named by its output in the NCHWc layout),
 # "/duplicated" (a weight's DequantizeLinear copied per consumer), the quantizers'
@@ -94,7 +92,7 @@ def summarize(kernels: Sequence[Kernel], own: Iterable[str], other: Iterable[str
     what the carrier and the model's input are (the block's inputs, the stand-ins' names)."""
     own_set, other_set = set(own), set(other)
     ks = [k for k in kernels if k.op_type not in NOT_KERNELS]
-    owners = [None if k.op_type in LAYOUT_TYPES else owner(k, own_set, other_set) for k in ks]
+    owners = [owner(k, own_set, other_set) for k in ks]  # a layout conversion names no node: None
     follow: bool | None = None  # nameless kernels go with the next kernel that has an owner
     for i in reversed(range(len(ks))):
         if owners[i] is None:

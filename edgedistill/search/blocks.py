@@ -13,9 +13,10 @@ A block is timed in a carrier (`block_model`): between identity 1x1 convs that s
 layers before and after it. Alone, a block pays for standing alone: its input arrives in the plain
 layout (ORT's NHWC transposes, OpenVINO's reorders), cold in cache, on a thread pool just woken,
 none of which happens inside a model. On 256x256 photo-restore students a depthwise 3x3 timed alone
-at 2x its cost inside the model and a resize+conv at 1.5x (ORT int8), and the sums of a model's
-blocks ran 0.95-1.5x the model; between stand-ins the same blocks time within a few % of their
-share of the whole model (block_timing.summarize counts only the block's own kernels).
+at 2x its cost inside the model and a resize+conv at 1.5-1.7x (ORT int8), and the sums of a model's
+blocks ran 0.94-1.7x the model; between stand-ins they summed to 1.02-1.03x (ORT int8) and
+0.98-1.12x (OpenVINO int8) of the same blocks' kernels inside the model (block_timing.summarize
+counts only the block's own kernels).
 """
 
 from __future__ import annotations
