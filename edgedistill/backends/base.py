@@ -28,9 +28,7 @@ class LayerTime:
     op_type: str
     ms: float
     precision: str = ""  # the kernel/precision that really ran (e.g. OpenVINO's "jit_avx512_I8")
-    origin: str = (
-        ""  # the graph's layers fused into it, comma-separated, where the runtime renames (OpenVINO)
-    )
+    origin: str = ""  # graph layers fused into it, comma-separated (OpenVINO renames some layers)
 
 
 @dataclass

@@ -25,6 +25,7 @@ import numpy as np
 
 from edgedistill.core.artifact import load_artifact
 from edgedistill.core.errors import EdgeDistillError
+from edgedistill.search.blocks import carrier_names
 
 NOT_KERNELS = ("Parameter", "Result", "Input", "Output", "Constant")
 # what runtimes add to a node's or tensor's name in a kernel's: ORT's "_token_N" (a node after its
@@ -120,8 +121,6 @@ def summarize(kernels: Sequence[Kernel], own: Iterable[str], other: Iterable[str
 def block_names(block: Any) -> tuple[list[str], list[str]]:
     """(own, other) for summarize from a blocks.Block: its nodes and tensors; its inputs and the
     carrier's stand-ins (blocks.block_model names them)."""
-    from edgedistill.search.blocks import carrier_names
-
     return [*block.nodes, *block.tensors], [*block.inputs, *carrier_names(block)]
 
 

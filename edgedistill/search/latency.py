@@ -5,8 +5,9 @@
 
 A candidate is cut into blocks and each block not yet in the table is compiled as export compiles
 it (search/latency_compile.py), between stand-ins for its neighbours (blocks.block_model), and
-timed kernel by kernel on the target (search/block_timing.py), here or over SSH. An op the runtime does not run in int8 (ORT's ConvTranspose: DQ -> fp32 -> Q) is
-measured as what runs, so it is costed as the fallback it is. The table is cached per target,
+timed kernel by kernel on the target (search/block_timing.py), here or over SSH. An op the runtime
+does not run in int8 (ORT's ConvTranspose: DQ -> fp32 -> Q) is measured as what runs, so it is
+costed as the fallback it is. The table is cached per target,
 precision, host, threads and runtime version (search/latency_table.py); the search reuses it across
 every candidate with the same blocks.
 
