@@ -67,3 +67,32 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
         (tmp / "half.bin").write_text("x")
         raise RuntimeError("interrupted")
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_writers_finishing_one_dir_at_once_all_succeed_and_one_wins_whole(tmp_path):
+    """Two exports into one folder used to race at the swap (ENOTEMPTY): each must land or lose whole."""
+    import threading
+
+    out, writers, rounds = tmp_path / "art", 6, 20
+    start, errors = threading.Barrier(writers), []
+
+    def write(n: int) -> None:
+        for r in range(rounds):
+            try:
+                with atomic_dir(out) as tmp:
+                    for f in ("a.bin", "b.bin"):
+                        (tmp / f).write_text(f"{n}-{r}")
+                    if r == 0:
+                        start.wait()  # all finish their first dir at the same moment
+            except Exception as err:  # any failure is the test's finding
+                errors.append(repr(err))
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(p.name for p in out.iterdir()) == ["a.bin", "b.bin"]
+    assert (out / "a.bin").read_text() == (out / "b.bin").read_text()  # one writer's dir, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["art"]  # no temp or moved-aside dirs left

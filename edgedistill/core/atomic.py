@@ -95,14 +95,28 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             for file in (p for p in tmp.rglob("*") if p.is_file() and not p.is_symlink()):
                 _fsync(file)  # before the rename, as in write_atomic
         _fsync_dir(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        _swap_in(tmp, path)
         _fsync_dir(path.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_in(tmp: Path, path: Path, tries: int = 100) -> None:
+    """Rename `tmp` to `path`, moving a directory already there aside first.
+
+    Two writers may finish at once (two exports into one folder): each moves aside whatever
+    stands at `path` under a name of its own and retries, so the last one wins whole and
+    neither fails on a directory the other has just put there.
+    """
+    for _ in range(tries):
+        try:
+            os.replace(tmp, path)
+            return
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+        with contextlib.suppress(FileNotFoundError):  # another writer moved it aside first: retry
+            os.replace(path, old / path.name)  # into a dir of its own: no other writer uses it
+        shutil.rmtree(old, ignore_errors=True)
+    raise OSError(errno.EBUSY, f"{path} kept being replaced by other writers; write it again", str(path))
