@@ -91,7 +91,7 @@ def test_proxy_trains_batchnorm_as_distillation_does():
 
 
 def test_pareto_front_keeps_only_undominated_points():
-    from edgedistill.search.api import Candidate, pareto_front
+    from edgedistill.search.result import Candidate, pareto_front
 
     cands = [
         Candidate({}, 1, predicted_ms=ms, proxy_psnr=q)
@@ -105,7 +105,8 @@ def test_pareto_front_keeps_only_undominated_points():
 
 def test_growth_walks_children_towards_the_budget():
     """A student at half the budget: its mutated children land nearer 95 % of it, none far over."""
-    from edgedistill.search.api import Candidate, _grow
+    from edgedistill.search.api import _grow
+    from edgedistill.search.result import Candidate
 
     spec = spec_for_family("resnet", {"ngf": 32, "n_blocks": 6, "norm": "batch"}, default_size=(32, 32))
     space = sp.space_for(spec)
@@ -268,3 +269,31 @@ def test_compress_with_a_latency_budget_on_a_device_over_ssh(tmp_path, monkeypat
     tables = list((tmp_path / "cache" / "latency").glob("x86-openvino-int8-*.json"))
     assert tables and all(json.loads(t.read_text())["meta"]["host"] == reach["host"] for t in tables)
     assert any(f"measured on {reach['host']} (p50)" in m for m in said)
+
+
+@pytest.mark.parametrize("table_scale", [1.25, 0.8])
+def test_search_reanchors_a_table_whose_scale_is_off(tiny_generators, tmp_path, table_scale):
+    """A table timed in a slow window (1.25x) leaves the budget unspent; in a fast one (0.8x) its picks
+    run over it. Measured, the finalists give the scale: the search is redone in the table's units."""
+    from edgedistill.models.loading import load_generator
+    from edgedistill.search.api import search
+
+    teacher = tiny_generators["dcgan"]
+    loaded = load_generator(str(teacher))
+    space = sp.space_for(loaded.spec)
+    budget = _macs(sp.build(loaded.spec, sp.uniform_arch(space, 0.5)), loaded.spec) / 1e6 * 1.01
+    result = search(
+        str(teacher), "x86-onnxruntime", budget, out=tmp_path / "s", samples=8, predict_max=8, kd_top=2,
+        kd_steps=2, latency_fn=lambda m, s: table_scale * _macs(m, s) / 1e6, log=lambda m: None,
+        measure_fn=lambda models: [_macs(m, loaded.spec) / 1e6 for m in models],
+    )  # fmt: skip
+    assert result.measured_ratio == pytest.approx(1 / table_scale)
+    assert result.chosen.measured_ms <= budget
+    # the baseline is the widest uniform student that *measures* within budget, whatever the table said
+    assert (
+        result.uniform is not None and result.uniform.uniform == 0.5 and result.uniform.measured_ms <= budget
+    )
+    measured = [c for c in result.candidates if c.measured_ms is not None]
+    if table_scale > 1:  # candidates the table put over budget were measured, and they fit
+        assert any(c.predicted_ms > budget and c.measured_ms <= budget for c in measured)
+    assert all(c.proxy_psnr is not None for c in measured)

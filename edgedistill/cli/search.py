@@ -72,13 +72,14 @@ def search(
         log=lambda m: console.print(m, highlight=False),
     )  # fmt: skip
     table = Table(title=f"Pareto front: {result.target} {result.precision}, budget {result.budget_ms:g} ms")
-    for col in ("predicted ms", "proxy PSNR dB", "GMACs", "architecture"):
+    for col in ("predicted ms", "measured ms", "proxy PSNR dB", "GMACs", "architecture"):
         table.add_column(col, justify="left" if col == "architecture" else "right")
     for i in result.pareto:
         c = result.candidates[i]
         mark = " (chosen)" if c is result.chosen else ""
+        ms = "–" if c.measured_ms is None else f"{c.measured_ms:.2f}"
         table.add_row(
-            f"{c.predicted_ms:.2f}", f"{c.quality:.2f}", f"{c.macs / 1e9:.3f}", describe(c.arch) + mark
+            f"{c.predicted_ms:.2f}", ms, f"{c.quality:.2f}", f"{c.macs / 1e9:.3f}", describe(c.arch) + mark
         )
     console.print(table)
     c = result.chosen
@@ -88,7 +89,10 @@ def search(
     )
     if result.uniform is not None:
         u = result.uniform
+        measured = f", measured {u.measured_ms:.2f} ms" if u.measured_ms is not None else ""
         console.print(
-            f"uniform --width {u.uniform}: predicted {u.predicted_ms:.2f} ms, proxy {u.quality:.2f} dB"
+            f"uniform --width {u.uniform}: predicted {u.predicted_ms:.2f} ms{measured}, proxy {u.quality:.2f} dB"
         )
+    if result.measured_ratio is not None:
+        console.print(f"finalists measured {result.measured_ratio:.2f}x their predicted latency (median)")
     console.print(f"wrote {out}/search.json, {out}/pareto.png, {out}/arch.json ({result.latency_source})")
