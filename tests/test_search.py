@@ -297,3 +297,26 @@ def test_search_reanchors_a_table_whose_scale_is_off(tiny_generators, tmp_path, 
     if table_scale > 1:  # candidates the table put over budget were measured, and they fit
         assert any(c.predicted_ms > budget and c.measured_ms <= budget for c in measured)
     assert all(c.proxy_psnr is not None for c in measured)
+
+
+def test_the_uniform_baseline_is_the_widest_that_measures_within_budget(tiny_generators, tmp_path):
+    """Width 0.5 predicted 5 % over the budget (inside the model's error) measures 0.2 % under it."""
+    from edgedistill.models.loading import load_generator
+    from edgedistill.search.api import search
+
+    teacher = tiny_generators["dcgan"]
+    loaded = load_generator(str(teacher))
+    budget = (
+        _macs(sp.build(loaded.spec, sp.uniform_arch(sp.space_for(loaded.spec), 0.5)), loaded.spec)
+        / 1e6
+        / 1.05
+    )
+    result = search(
+        str(teacher), "x86-onnxruntime", budget, out=tmp_path / "s", samples=6, predict_max=6, kd_top=2,
+        kd_steps=2, latency_fn=lambda m, s: _macs(m, s) / 1e6, log=lambda m: None,
+        measure_fn=lambda models: [0.95 * _macs(m, loaded.spec) / 1e6 for m in models],
+    )  # fmt: skip
+    assert result.measured_ratio == pytest.approx(0.95)  # within the tolerance: no re-anchoring
+    assert result.uniform is not None and result.uniform.uniform == 0.5
+    assert result.uniform.predicted_ms > budget >= result.uniform.measured_ms
+    assert result.uniform.proxy_psnr is not None and result.chosen.measured_ms <= budget
