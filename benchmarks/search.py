@@ -9,6 +9,8 @@ For the embedded photo-restore teacher, per target (x86-onnxruntime, x86-openvin
    compressed (distill -> export -> profile);
 2. the chosen architecture compressed with the same recipe and steps, as `compress --latency-ms` does
    after its search (unless the search chose the uniform student itself: then one student, one row);
+   when the search measured it over 3 % slower than the uniform student, the next width up is
+   compressed too ("uniform_up"): the two uniform students bracket its latency;
 3. interleaved profiles of both artifacts (--repeats, median), without the teacher, and each student's
    PSNR/SSIM vs the teacher and feature distance from its distillation's held-out scores.
 Writes benchmarks/results/search.json and .md (the table for README) and search_pareto.png; prints the CPU.
@@ -66,7 +68,14 @@ def run_pair(args: argparse.Namespace, target: str, budget: float) -> dict:
     if not same:
         searched_opts = CompressOptions(**common, out=base / "searched", distill_options={"arch": chosen})
         searched = compress(searched_opts)
-    arts = {name: str(base / name / "exports" / f"{target}-int8") for name in names}
+    # the searched student measured slower than the uniform one in the search: the next width up the
+    # ladder is distilled too, so the two uniform students bracket its latency (equal latency, not budget)
+    up = next_width(width) if not same and slower_than_uniform(found) else None
+    if up is not None:
+        names = (*names, "uniform_up")
+        uniform_up = compress(CompressOptions(**common, out=base / f"uniform-{up:g}", width=up))
+    dirs = {"uniform_up": f"uniform-{up:g}"} if up is not None else {}
+    arts = {name: str(base / dirs.get(name, name) / "exports" / f"{target}-int8") for name in names}
     size = tuple(spec.default_size or (256, 256))
     # the artifacts alone (beside the teacher, 35 GMACs, they measured 25-30 % slower), profiled
     # --repeats times: this VM's speed moves up to 20 % between minutes, the ratio much less
@@ -81,15 +90,29 @@ def run_pair(args: argparse.Namespace, target: str, budget: float) -> dict:
     return {
         "target": target, "budget_ms": budget, "searched_arch": chosen, "uniform_width": width, "same_as_uniform": same,
         "predicted_ms": {"searched": found["chosen"]["predicted_ms"], "uniform": (found.get("uniform") or {}).get("predicted_ms")},
-        "measured_ms": {k: p50.get(k) for k in ("searched", "uniform")},
+        "measured_ms": {k: p50.get(k) for k in ("searched", "uniform", "uniform_up") if k in p50},
         "profiles_ms": runs, "search_measured_ratio": found.get("measured_ratio"),
         "searched": {k: searched_metrics.get(k) for k in KEYS},
         "uniform": {k: uniform["student_metrics"].get(k) for k in KEYS},
+        **({"uniform_up_width": up, "uniform_up": {k: uniform_up["student_metrics"].get(k) for k in KEYS}}
+           if up is not None else {}),
         "timings": {"uniform": uniform.get("timings"), **({} if same else {"searched": searched.get("timings")})},
         "search_wall_s": found.get("wall_s"),
         "host": host_info(args.threads), "steps": args.steps,  # per row: rows of other runs may be other CPUs
         "pareto_png": str((base / "search" / "pareto.png").relative_to(ROOT)),
     }  # fmt: skip
+
+
+def slower_than_uniform(found: dict, tolerance: float = 0.03) -> bool:
+    """The search measured its choice more than `tolerance` slower than the uniform baseline."""
+    chosen, uniform = found["chosen"].get("measured_ms"), (found.get("uniform") or {}).get("measured_ms")
+    return bool(chosen and uniform and chosen > (1 + tolerance) * uniform)
+
+
+def next_width(width: float) -> float | None:
+    from edgedistill.search.api import UNIFORM_LADDER
+
+    return next((w for w in UNIFORM_LADDER if w > width), None)
 
 
 def main() -> None:
@@ -141,8 +164,10 @@ def write_results(args: argparse.Namespace, rows: list[dict]) -> None:
              "| target | budget ms | student | measured ms | PSNR vs T dB | SSIM | FD | search s | steps | machine | architecture |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
-        for who in ("searched", "uniform"):
-            arch = sp.describe(r["searched_arch"]) if who == "searched" else f"--width {r['uniform_width']}"
+        for who in ("searched", "uniform", "uniform_up"):
+            if who not in r:
+                continue
+            arch = sp.describe(r["searched_arch"]) if who == "searched" else f"--width {r[who + '_width']}"
             ms = r["measured_ms"].get(who)
             lines.append(f"| {r['target']} | {r['budget_ms']:g} | {who} | {ms if ms is None else f'{ms:.2f}'} | "
                          f"{r[who]['psnr_vs_teacher']} | {r[who]['ssim_vs_teacher']} | {r[who]['feature_distance']} | "
