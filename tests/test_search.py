@@ -222,9 +222,10 @@ def test_compress_with_a_latency_budget_searches_then_distills_the_chosen_arch(t
     )  # fmt: skip
     report = compress(opts, log=lambda m: None)
     found = report["search"]
-    assert (
-        found["budget_ms"] == budget and found["predicted_ms"] <= budget and found["measured_ms"] is not None
-    )
+    # measured whole, the choice holds the budget within the 10 % the issue allows (one predicted over it
+    # may be chosen: the search re-anchors its table and walks its baseline up on measurements)
+    assert found["budget_ms"] == budget and found["measured_ms"] is not None
+    assert found["measured_ms"] <= 1.1 * budget, found
     assert "as a QAT student exports" in found["latency_source"], found["latency_source"]
     student_spec = json.loads((tmp_path / "c" / "student" / "model.json").read_text())
     assert student_spec["kwargs"]["widths"] == found["arch"]["widths"]

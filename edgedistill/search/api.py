@@ -15,7 +15,9 @@ Steps, cheapest first, each narrowing what the next one pays for:
 4. short-KD the best few, those near the budget first (search/proxy.py); the uniform-width student of
    the largest width within budget is always scored alongside, as the baseline to beat;
 5. measure those finalists whole on the target (here or on --host), and choose the best that measured
-   within budget: the block model's prediction steers the search, the measurement decides;
+   within budget: the block model's prediction steers the search, the measurement decides. The
+   baseline is the widest uniform student that measures within budget: the next width up is measured
+   too when predicted within the model's error of the budget, the next down when it measures over;
 6. where they measured more than 8 % off their predictions (median), the table's scale is off (timed in
    a slow or busy window): the budget is re-read in its units, and the uniform ladder, one round of
    children and their short KD are redone within it and measured, so the budget is spent, not guessed.
@@ -258,12 +260,12 @@ def search(
             if not smaller:
                 break
             base = max(smaller, key=lambda c: c.macs)
-            base.proxy_psnr = proxy.score(t_net, spec, base.arch, pdata, steps=kd_steps, seed=seed).psnr
+            kd(base)
             base.measured_ms = float(measure([sp.build(spec, base.arch)])[0])
             log(f"  measured {base.measured_ms:7.2f} ms (predicted {base.predicted_ms:.2f})  "
                 f"{sp.describe(base.arch)}: the next uniform width down, the last measured over budget")  # fmt: skip
             finalists = sorted([*finalists, base], key=lambda c: -c.quality)
-        wall["measure_s"] = round(wall.get("measure_s", 0.0) + time.perf_counter() - t0, 1)
+    wall["measure_s"] = round(wall.get("measure_s", 0.0) + time.perf_counter() - t0, 1)
     within = [c for c in finalists if c.measured_ms is None or c.measured_ms <= latency_ms]
     if within:
         chosen = within[0]
