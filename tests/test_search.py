@@ -135,6 +135,15 @@ def _macs(model, spec):
     return measure_complexity(model.eval(), spec.example_inputs()).macs
 
 
+def _tiny_search(teacher, budget: float, out, **overrides):
+    """A quick search of a tiny teacher on ORT int8, its latency the MACs unless overridden."""
+    from edgedistill.search.api import search
+
+    opts = {"samples": 6, "predict_max": 6, "kd_top": 2, "kd_steps": 2, "log": lambda m: None,
+            "latency_fn": lambda m, s: _macs(m, s) / 1e6, **overrides}  # fmt: skip
+    return search(str(teacher), "x86-onnxruntime", budget, out=out, **opts)
+
+
 def test_search_picks_a_candidate_within_budget_and_writes_its_front(tiny_generators, tmp_path):
     from edgedistill.models.loading import load_generator
     from edgedistill.search.api import search
@@ -143,10 +152,7 @@ def test_search_picks_a_candidate_within_budget_and_writes_its_front(tiny_genera
     loaded = load_generator(str(teacher))
     space = sp.space_for(loaded.spec)
     budget = _macs(sp.build(loaded.spec, sp.uniform_arch(space, 0.5)), loaded.spec) / 1e6 * 1.01
-    result = search(
-        str(teacher), "x86-onnxruntime", budget, out=tmp_path / "s", samples=6, predict_max=6, kd_top=2,
-        kd_steps=2, latency_fn=lambda m, s: _macs(m, s) / 1e6, log=lambda m: None,
-    )  # fmt: skip
+    result = _tiny_search(teacher, budget, tmp_path / "s")
     assert result.chosen.predicted_ms <= budget and result.chosen.proxy_psnr is not None
     assert (
         result.uniform is not None and result.uniform.uniform == 0.5 and result.uniform.proxy_psnr is not None
@@ -176,10 +182,7 @@ def test_search_picks_a_candidate_within_budget_and_writes_its_front(tiny_genera
         return [(2.0 if _same(m, result.chosen.arch, loaded.spec) else 1.0) * _macs(m, loaded.spec) / 1e6
                 for m in models]  # fmt: skip
 
-    verified = search(
-        str(teacher), "x86-onnxruntime", budget, out=tmp_path / "v", samples=6, predict_max=6, kd_top=2,
-        kd_steps=2, latency_fn=lambda m, s: _macs(m, s) / 1e6, measure_fn=measure, log=lambda m: None,
-    )  # fmt: skip
+    verified = _tiny_search(teacher, budget, tmp_path / "v", measure_fn=measure)
     finalists = [c for c in verified.candidates if c.proxy_psnr is not None]
     assert len(finalists) >= 2 and all(c.measured_ms is not None for c in finalists)
     assert sp.arch_key(verified.chosen.arch) != best_key and verified.chosen.measured_ms <= budget
@@ -190,10 +193,7 @@ def test_search_picks_a_candidate_within_budget_and_writes_its_front(tiny_genera
     def measure_wide(models):
         return [(2.0 if _same(m, wide, loaded.spec) else 1.0) * _macs(m, loaded.spec) / 1e6 for m in models]
 
-    stepped = search(
-        str(teacher), "x86-onnxruntime", budget, out=tmp_path / "w", samples=6, predict_max=6, kd_top=2,
-        kd_steps=2, latency_fn=lambda m, s: _macs(m, s) / 1e6, measure_fn=measure_wide, log=lambda m: None,
-    )  # fmt: skip
+    stepped = _tiny_search(teacher, budget, tmp_path / "w", measure_fn=measure_wide)
     assert stepped.uniform is not None and stepped.uniform.uniform < 0.5
     assert stepped.uniform.measured_ms <= budget and stepped.uniform.proxy_psnr is not None
     with pytest.raises(EdgeDistillError, match="no candidate fits"):
@@ -277,15 +277,14 @@ def test_search_reanchors_a_table_whose_scale_is_off(tiny_generators, tmp_path, 
     """A table timed in a slow window (1.25x) leaves the budget unspent; in a fast one (0.8x) its picks
     run over it. Measured, the finalists give the scale: the search is redone in the table's units."""
     from edgedistill.models.loading import load_generator
-    from edgedistill.search.api import search
 
     teacher = tiny_generators["dcgan"]
     loaded = load_generator(str(teacher))
     space = sp.space_for(loaded.spec)
     budget = _macs(sp.build(loaded.spec, sp.uniform_arch(space, 0.5)), loaded.spec) / 1e6 * 1.01
-    result = search(
-        str(teacher), "x86-onnxruntime", budget, out=tmp_path / "s", samples=8, predict_max=8, kd_top=2,
-        kd_steps=2, latency_fn=lambda m, s: table_scale * _macs(m, s) / 1e6, log=lambda m: None,
+    result = _tiny_search(
+        teacher, budget, tmp_path / "s", samples=8, predict_max=8,
+        latency_fn=lambda m, s: table_scale * _macs(m, s) / 1e6,
         measure_fn=lambda models: [_macs(m, loaded.spec) / 1e6 for m in models],
     )  # fmt: skip
     assert result.measured_ratio == pytest.approx(1 / table_scale)
@@ -303,7 +302,6 @@ def test_search_reanchors_a_table_whose_scale_is_off(tiny_generators, tmp_path, 
 def test_the_uniform_baseline_is_the_widest_that_measures_within_budget(tiny_generators, tmp_path):
     """Width 0.5 predicted 5 % over the budget (inside the model's error) measures 0.2 % under it."""
     from edgedistill.models.loading import load_generator
-    from edgedistill.search.api import search
 
     teacher = tiny_generators["dcgan"]
     loaded = load_generator(str(teacher))
@@ -312,11 +310,12 @@ def test_the_uniform_baseline_is_the_widest_that_measures_within_budget(tiny_gen
         / 1e6
         / 1.05
     )
-    result = search(
-        str(teacher), "x86-onnxruntime", budget, out=tmp_path / "s", samples=6, predict_max=6, kd_top=2,
-        kd_steps=2, latency_fn=lambda m, s: _macs(m, s) / 1e6, log=lambda m: None,
+    result = _tiny_search(
+        teacher,
+        budget,
+        tmp_path / "s",
         measure_fn=lambda models: [0.95 * _macs(m, loaded.spec) / 1e6 for m in models],
-    )  # fmt: skip
+    )
     assert result.measured_ratio == pytest.approx(0.95)  # within the tolerance: no re-anchoring
     assert result.uniform is not None and result.uniform.uniform == 0.5
     assert result.uniform.predicted_ms > budget >= result.uniform.measured_ms
