@@ -11,17 +11,26 @@ import threading
 from collections.abc import Iterator
 
 
+class StopRequest(threading.Event):
+    """Set by the first Ctrl-C. The loop marks it `settled` once the work it stopped is saved: a second
+    press after that (two quick presses, the second landing while the process exits) changes nothing."""
+
+    settled = False
+
+
 @contextlib.contextmanager
-def stop_on_sigint() -> Iterator[threading.Event]:
+def stop_on_sigint() -> Iterator[StopRequest]:
     """First Ctrl-C asks the loop to stop after the current step; a second one raises
     KeyboardInterrupt wherever the step is, and the trainer then saves nothing."""
-    stop = threading.Event()
+    stop = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
 
     def handler(signum: int, frame: object) -> None:
         if stop.is_set():
+            if stop.settled:
+                return
             raise KeyboardInterrupt
         stop.set()
 

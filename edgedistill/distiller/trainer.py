@@ -321,17 +321,18 @@ class Trainer:
                 self._loop(stop, progress)
                 if self.step < self.cfg.steps:  # stopped by the first Ctrl-C, between two steps
                     self.save_checkpoint()
+                    stop.settled = True  # saved: a second press from here on changes nothing
             except KeyboardInterrupt:  # inside a step (second Ctrl-C): its state may be half-stepped
                 raise EdgeDistillError(
                     f"interrupted during step {self.step + 1}: stopped without saving it; the last "
                     f"complete checkpoint stays in {self.ckpt_path.parent}; continue with the same "
                     "command and --resume"
                 ) from None
-        if self.step < self.cfg.steps:
-            raise EdgeDistillError(
-                f"interrupted at step {self.step}: checkpoint saved in {self.ckpt_path.parent}; "
-                "continue with the same command and --resume"
-            )
+            if self.step < self.cfg.steps:  # raised while the handler still holds Ctrl-C
+                raise EdgeDistillError(
+                    f"interrupted at step {self.step}: checkpoint saved in {self.ckpt_path.parent}; "
+                    "continue with the same command and --resume"
+                )
         self.restore_best()
 
     # ------------------------------------------------------------------------------ validation
