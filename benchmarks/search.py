@@ -70,12 +70,12 @@ def run_pair(args: argparse.Namespace, target: str, budget: float) -> dict:
         searched = compress(searched_opts)
     # the searched student measured slower than the uniform one in the search: the next width up the
     # ladder is distilled too, so the two uniform students bracket its latency (equal latency, not budget)
+    dirs = {name: base / name for name in names}
     up = next_width(width) if not same and slower_than_uniform(found) else None
     if up is not None:
-        names = (*names, "uniform_up")
-        uniform_up = compress(CompressOptions(**common, out=base / f"uniform-{up:g}", width=up))
-    dirs = {"uniform_up": f"uniform-{up:g}"} if up is not None else {}
-    arts = {name: str(base / dirs.get(name, name) / "exports" / f"{target}-int8") for name in names}
+        dirs["uniform_up"] = base / f"uniform-{up:g}"
+        uniform_up = compress(CompressOptions(**common, out=dirs["uniform_up"], width=up))
+    arts = {name: str(d / "exports" / f"{target}-int8") for name, d in dirs.items()}
     size = tuple(spec.default_size or (256, 256))
     # the artifacts alone (beside the teacher, 35 GMACs, they measured 25-30 % slower), profiled
     # --repeats times: this VM's speed moves up to 20 % between minutes, the ratio much less

@@ -63,6 +63,7 @@ def search(
 
     from edgedistill.cli.console import console
     from edgedistill.search.api import search as run_search
+    from edgedistill.search.result import Candidate
     from edgedistill.search.space import describe
 
     result = run_search(
@@ -82,17 +83,14 @@ def search(
             f"{c.predicted_ms:.2f}", ms, f"{c.quality:.2f}", f"{c.macs / 1e9:.3f}", describe(c.arch) + mark
         )
     console.print(table)
-    c = result.chosen
-    measured = f", measured {c.measured_ms:.2f} ms" if c.measured_ms is not None else ""
-    console.print(
-        f"chosen: {describe(c.arch)}  predicted {c.predicted_ms:.2f} ms{measured}, proxy {c.quality:.2f} dB"
-    )
+
+    def latency(c: Candidate) -> str:
+        measured = f", measured {c.measured_ms:.2f} ms" if c.measured_ms is not None else ""
+        return f"predicted {c.predicted_ms:.2f} ms{measured}, proxy {c.quality:.2f} dB"
+
+    console.print(f"chosen: {describe(result.chosen.arch)}  {latency(result.chosen)}")
     if result.uniform is not None:
-        u = result.uniform
-        measured = f", measured {u.measured_ms:.2f} ms" if u.measured_ms is not None else ""
-        console.print(
-            f"uniform --width {u.uniform}: predicted {u.predicted_ms:.2f} ms{measured}, proxy {u.quality:.2f} dB"
-        )
+        console.print(f"uniform --width {result.uniform.uniform}: {latency(result.uniform)}")
     if result.measured_ratio is not None:
         console.print(f"finalists measured {result.measured_ratio:.2f}x their predicted latency (median)")
     console.print(f"wrote {out}/search.json, {out}/pareto.png, {out}/arch.json ({result.latency_source})")

@@ -123,12 +123,7 @@ def search(
     # 2. latency of the uniform ladder anchors MACs to ms; then predict those near the budget
     t0 = time.perf_counter()
     predict, source_name = _latency_model(latency_fn, spec, tgt, hw, host, threads, ssh, log)
-    uniform = sorted((c for c in cands.values() if c.uniform is not None), key=lambda c: c.macs)
-    for i in range(0, len(uniform), LADDER_BATCH):
-        batch = uniform[i : i + LADDER_BATCH]
-        _predict_into(batch, predict, spec)
-        if any((c.predicted_ms or 0.0) > latency_ms for c in batch):
-            break  # the ladder is monotone: the next widths are slower still
+    uniform = _predict_ladder(cands, predict, spec, latency_ms)
     ms_per_mac = _ms_per_mac(uniform)
     near = [c for c in cands.values() if c.predicted_ms is None and c.uniform is None]
     near.sort(
@@ -311,13 +306,7 @@ def _reanchor(
     to it, one round of children grown towards it, the new uniform baseline and the best `kd_n` new
     candidates near it short-KD'd and measured. Returns those measured (they extend `fits`) and the
     baseline."""
-    ladder = sorted((c for c in cands.values() if c.uniform is not None), key=lambda c: c.macs)
-    unpredicted = [c for c in ladder if c.predicted_ms is None]
-    for i in range(0, len(unpredicted), LADDER_BATCH):
-        batch = unpredicted[i : i + LADDER_BATCH]
-        _predict_into(batch, predict, spec)
-        if any((c.predicted_ms or 0.0) > scaled_ms for c in batch):
-            break
+    _predict_ladder(cands, predict, spec, scaled_ms)
     known = {sp.arch_key(c.arch) for c in fits}
     new = [c for c in cands.values() if c.predicted_ms is not None and c.predicted_ms <= scaled_ms
            and sp.arch_key(c.arch) not in known]  # fmt: skip
@@ -380,6 +369,21 @@ def _predict_into(batch: list[Candidate], predict: Callable[[list[Any]], list[fl
     """Each candidate's predicted ms, the batch's models predicted together (their new blocks timed at once)."""
     for c, ms in zip(batch, predict([sp.build(spec, c.arch) for c in batch]), strict=True):
         c.predicted_ms = ms
+
+
+def _predict_ladder(
+    cands: dict[str, Candidate], predict: Callable[[list[Any]], list[float]], spec: Any, limit_ms: float
+) -> list[Candidate]:
+    """The uniform ladder by MACs, its widths not yet predicted predicted in batches until one is over
+    `limit_ms` (the ladder is monotone: the next widths are slower still)."""
+    ladder = sorted((c for c in cands.values() if c.uniform is not None), key=lambda c: c.macs)
+    unpredicted = [c for c in ladder if c.predicted_ms is None]
+    for i in range(0, len(unpredicted), LADDER_BATCH):
+        batch = unpredicted[i : i + LADDER_BATCH]
+        _predict_into(batch, predict, spec)
+        if any((c.predicted_ms or 0.0) > limit_ms for c in batch):
+            break
+    return ladder
 
 
 def _parents(fits: list[Candidate], n: int = 4) -> list[Candidate]:
