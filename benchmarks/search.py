@@ -2,6 +2,7 @@
 
     python benchmarks/search.py                         # 2 targets x 2 budgets, ~2-3 h on 2 idle cores
     python benchmarks/search.py --targets x86-onnxruntime --steps 300   # one target, quicker
+    python benchmarks/search.py --targets x86-onnxruntime --budget-ms 19.05 --seeds 3   # each student 3x
 
 For the embedded photo-restore teacher, per target (x86-onnxruntime, x86-openvino; INT8) and budget
 (--budget-ms, default: the uniform --width 0.22 student's INT8 latency predicted on that target, and half of it):
@@ -12,7 +13,8 @@ For the embedded photo-restore teacher, per target (x86-onnxruntime, x86-openvin
    when the search measured it over 3 % slower than the uniform student, the next width up is
    compressed too ("uniform_up"): the two uniform students bracket its latency;
 3. interleaved profiles of both artifacts (--repeats, median), without the teacher, and each student's
-   PSNR/SSIM vs the teacher and feature distance from its distillation's held-out scores.
+   PSNR/SSIM vs the teacher and feature distance from its distillation's held-out scores: with --seeds N,
+   their mean and standard deviation over N distillations (seeds 0..N-1) of each student.
 Writes benchmarks/results/search.json and .md (the table for README) and search_pareto.png; prints the CPU.
 Rows of other targets and budgets already in search.json are kept: one target can run at a time, and
 a stopped run resumes (compress skips the stages it finished).
@@ -75,6 +77,18 @@ def run_pair(args: argparse.Namespace, target: str, budget: float) -> dict:
     if up is not None:
         dirs["uniform_up"] = base / f"uniform-{up:g}"
         uniform_up = compress(CompressOptions(**common, out=dirs["uniform_up"], width=up))
+    metrics = {"uniform": uniform, **({} if same else {"searched": searched})}
+    if up is not None:
+        metrics["uniform_up"] = uniform_up
+    per_seed = {name: [m["student_metrics"]] for name, m in metrics.items()}
+    # one seed's distillation moves PSNR vs the teacher by up to ~1 dB: --seeds distils each student
+    # again with seeds 1..N-1 (same recipe, steps and data); the row reports their mean and spread
+    for seed in range(1, args.seeds):
+        for name, d in dirs.items():
+            opts = CompressOptions(**common, out=d.with_name(f"{d.name}-s{seed}"),
+                                   distill_options={"seed": seed, **({"arch": chosen} if name == "searched" else {})},
+                                   **({} if name == "searched" else {"width": up if name == "uniform_up" else width}))  # fmt: skip
+            per_seed[name].append(compress(opts)["student_metrics"])
     arts = {name: str(d / "exports" / f"{target}-int8") for name, d in dirs.items()}
     size = tuple(spec.default_size or (256, 256))
     # the artifacts alone (beside the teacher, 35 GMACs, they measured 25-30 % slower), profiled
@@ -86,21 +100,33 @@ def run_pair(args: argparse.Namespace, target: str, budget: float) -> dict:
     for run in runs:
         run.setdefault("searched", run["uniform"])
     p50 = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    searched_metrics = (uniform if same else searched)["student_metrics"]
+    per_seed.setdefault("searched", per_seed["uniform"])
     return {
         "target": target, "budget_ms": budget, "searched_arch": chosen, "uniform_width": width, "same_as_uniform": same,
         "predicted_ms": {"searched": found["chosen"]["predicted_ms"], "uniform": (found.get("uniform") or {}).get("predicted_ms")},
         "measured_ms": {k: p50.get(k) for k in ("searched", "uniform", "uniform_up") if k in p50},
         "profiles_ms": runs, "search_measured_ratio": found.get("measured_ratio"),
-        "searched": {k: searched_metrics.get(k) for k in KEYS},
-        "uniform": {k: uniform["student_metrics"].get(k) for k in KEYS},
-        **({"uniform_up_width": up, "uniform_up": {k: uniform_up["student_metrics"].get(k) for k in KEYS}}
-           if up is not None else {}),
+        **{name: seed_summary(runs_) for name, runs_ in per_seed.items()},
+        **({"uniform_up_width": up} if up is not None else {}),
         "timings": {"uniform": uniform.get("timings"), **({} if same else {"searched": searched.get("timings")})},
         "search_wall_s": found.get("wall_s"),
         "host": host_info(args.threads), "steps": args.steps,  # per row: rows of other runs may be other CPUs
         "pareto_png": str((base / "search" / "pareto.png").relative_to(ROOT)),
     }  # fmt: skip
+
+
+def seed_summary(runs: list[dict]) -> dict:
+    """Each metric's mean over the seeds, its sample standard deviation, and every seed's values."""
+    out: dict = {}
+    for k in KEYS:
+        vals = [r[k] for r in runs if r.get(k) is not None]
+        out[k] = round(statistics.fmean(vals), 4) if vals else None
+        if len(vals) > 1:
+            out[f"{k}_sd"] = round(statistics.stdev(vals), 4)
+    out["seeds"] = len(runs)
+    if len(runs) > 1:
+        out["per_seed"] = [{k: r.get(k) for k in KEYS} for r in runs]
+    return out
 
 
 def slower_than_uniform(found: dict, tolerance: float = 0.03) -> bool:
@@ -123,6 +149,9 @@ def main() -> None:
         "--budget-ms", type=float, nargs="*", help="default: the 0.22 student's INT8 latency and half"
     )
     ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument(
+        "--seeds", type=int, default=1, help="distillations per student (seeds 0..N-1); mean +- sd"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--profile-seconds", type=float, default=6.0)
     ap.add_argument(
@@ -157,12 +186,18 @@ def machine(host: dict | None) -> str:
     return f"{host['cpu']} ({', '.join(host['isa'])})" if host else "?"
 
 
+def spread(metrics: dict, key: str) -> str:
+    """`mean ± sd` over seeds, or the one seed's value."""
+    sd = metrics.get(f"{key}_sd")
+    return f"{metrics[key]}" if sd is None else f"{metrics[key]:.3f} ± {sd:.3f}"
+
+
 def write_results(args: argparse.Namespace, rows: list[dict]) -> None:
     machines = list(dict.fromkeys(machine(r.get("host")) for r in rows))
     tag = {m: chr(ord("A") + i) for i, m in enumerate(machines)}
     lines = [*(f"{tag[m]}: {m}" for m in machines), "", f"{args.threads} threads; compare rows of one machine only", "",
-             "| target | budget ms | student | measured ms | PSNR vs T dB | SSIM | FD | search s | steps | machine | architecture |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| target | budget ms | student | measured ms | PSNR vs T dB | SSIM | FD | seeds | search s | steps | machine | architecture |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         for who in ("searched", "uniform", "uniform_up"):
             if who not in r:
@@ -170,7 +205,8 @@ def write_results(args: argparse.Namespace, rows: list[dict]) -> None:
             arch = sp.describe(r["searched_arch"]) if who == "searched" else f"--width {r[who + '_width']}"
             ms = r["measured_ms"].get(who)
             lines.append(f"| {r['target']} | {r['budget_ms']:g} | {who} | {ms if ms is None else f'{ms:.2f}'} | "
-                         f"{r[who]['psnr_vs_teacher']} | {r[who]['ssim_vs_teacher']} | {r[who]['feature_distance']} | "
+                         f"{spread(r[who], 'psnr_vs_teacher')} | {spread(r[who], 'ssim_vs_teacher')} | "
+                         f"{spread(r[who], 'feature_distance')} | {r[who].get('seeds', 1)} | "
                          f"{(r.get('search_wall_s') or {}).get('total_s', '') if who == 'searched' else ''} | "
                          f"{r.get('steps', '')} | {tag[machine(r.get('host'))]} | {arch} |")  # fmt: skip
     print("\n".join(lines))
