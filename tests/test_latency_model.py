@@ -15,7 +15,7 @@ import pytest
 from edgedistill.core.spec import spec_for_family
 from edgedistill.core.targets import get_target
 from edgedistill.models.registry import create
-from edgedistill.search import block_timing, latency, latency_table
+from edgedistill.search import block_timing, latency, latency_compile, latency_table
 from edgedistill.search.block_timing import Kernel, summarize
 from edgedistill.search.blocks import Block
 
@@ -384,8 +384,9 @@ def test_table_is_keyed_by_this_cpu_not_only_the_hostname(tmp_path: Path, monkey
 
 def test_qat_students_are_timed_as_their_export_compiles_them(tmp_path: Path) -> None:
     """A quantization-aware student exports with no layer kept fp32: on ONNX Runtime the latency table
-    times that form, in a table of its own. OpenVINO keeps its NNCF compile (its QDQ-converted blocks
-    timed at up to 10x their share of the whole model), so its target is left unmarked."""
+    times that form, in a table of its own. On OpenVINO its export converts QDQ ONNX (FakeQuantize ops,
+    no NNCF): whole models are compiled so, its blocks stay NNCF-compiled (QDQ-converted blocks timed at
+    up to 10x their share of the whole model)."""
     from edgedistill.search.latency_compile import QAT_FORM, as_qat_export
 
     model, spec = _tiny(n_blocks=1)
@@ -407,4 +408,19 @@ def test_qat_students_are_timed_as_their_export_compiles_them(tmp_path: Path) ->
     got = latency.measure_models([model], [spec], qat, size=SIZE, threads=1, min_time=0.05)
     assert got[0] > 0
     ov = get_target("x86-openvino", "int8")
-    assert as_qat_export(ov) is ov
+    ov_qat = as_qat_export(ov)
+    assert ov_qat.options[QAT_FORM] and as_qat_export(ov_qat) is ov_qat
+    whole = latency.compile_whole(model, spec, ov_qat, SIZE, tmp_path / "ov-whole")
+    info = json.loads((whole / "manifest.json").read_text())["backend_info"]
+    assert info["qat"]["fake_quantize_ops"] > 0, "the QAT export's form: the QDQ ONNX converted"
+    nncf = latency.compile_whole(model, spec, ov, SIZE, tmp_path / "ov-nncf")
+    assert "qat" not in json.loads((nncf / "manifest.json").read_text())["backend_info"]
+    ov_cut = latency.cut_model(model, spec, ov_qat, SIZE, tmp_path / "ov-cut")
+    block = latency_compile.compile_block(
+        ov_cut,
+        ov_cut.blocks[0],
+        latency_compile._activations(ov_cut, ov_cut.blocks[:1]),
+        ov_qat,
+        tmp_path / "ov-block",
+    )
+    assert "qat" not in json.loads((block / "art" / "manifest.json").read_text())["backend_info"]
