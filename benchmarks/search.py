@@ -120,6 +120,9 @@ def seed_summary(runs: list[dict]) -> dict:
     out: dict = {}
     for k in KEYS:
         vals = [r[k] for r in runs if r.get(k) is not None]
+        if vals and not all(isinstance(v, (int, float)) for v in vals):  # per-channel lists: the first seed's
+            out[k] = vals[0]
+            continue
         out[k] = round(statistics.fmean(vals), 4) if vals else None
         if len(vals) > 1:
             out[f"{k}_sd"] = round(statistics.stdev(vals), 4)
