@@ -6,8 +6,8 @@
 
 For the embedded photo-restore teacher, per target (x86-onnxruntime, x86-openvino; INT8) and budget
 (--budget-ms, default: the uniform --width 0.22 student's INT8 latency predicted on that target, and half of it):
-1. `search` within B; the uniform student: the largest --width on the search's ladder measured within B,
-   compressed (distill -> export -> profile);
+1. `search` within B; the uniform student: the largest --width on the search's ladder measured within B
+   (the smallest when none is), compressed (distill -> export -> profile);
 2. the chosen architecture compressed with the same recipe and steps, as `compress --latency-ms` does
    after its search (unless the search chose the uniform student itself: then one student, one row);
    when the search measured it over 3 % slower than the uniform student, the next width up is
@@ -34,6 +34,7 @@ from edgedistill.pipeline.compress import CompressOptions, compress
 from edgedistill.pipeline.report import latency_table
 from edgedistill.runtime.hostinfo import host_info
 from edgedistill.search import space as sp
+from edgedistill.search.api import UNIFORM_LADDER
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
@@ -58,7 +59,8 @@ def run_pair(args: argparse.Namespace, target: str, budget: float) -> dict:
     if not (base / "search" / "arch.json").is_file():
         search(args.teacher, target, budget, out=base / "search", precision="int8", threads=args.threads)
     found = json.loads((base / "search" / "search.json").read_text())
-    width = (found.get("uniform") or {}).get("uniform") or 0.22
+    # no uniform student within budget (the search found none on its ladder): the smallest, the nearest
+    width = (found.get("uniform") or {}).get("uniform") or UNIFORM_LADDER[0]
     uniform = compress(CompressOptions(**common, out=base / "uniform", width=width))
     spec = load_generator(args.teacher).spec
     space = sp.space_for(spec)
@@ -139,8 +141,6 @@ def slower_than_uniform(found: dict, tolerance: float = 0.03) -> bool:
 
 
 def next_width(width: float) -> float | None:
-    from edgedistill.search.api import UNIFORM_LADDER
-
     return next((w for w in UNIFORM_LADDER if w > width), None)
 
 

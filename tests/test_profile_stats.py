@@ -58,6 +58,42 @@ def test_rounds_interleave_in_order():
     assert all(t >= 0 for times in m.times_ns for t in times) and not m.interrupted
 
 
+def test_a_model_after_another_runtime_is_called_once_untimed_first():
+    """The first model of each runtime in a round follows another runtime's, whose workers may still
+    spin: it is called once untimed, then timed; a model after one of its own runtime is not."""
+    from edgedistill.core.errors import EdgeDistillError
+    from edgedistill.runtime.session import runtime_switches, settle_calls
+
+    assert runtime_switches(["torch", "onnxruntime", "onnxruntime", "openvino"]) == [True, True, False, True]
+    assert runtime_switches(["onnxruntime", "openvino", "openvino", "onnxruntime"]) == [
+        False,
+        True,
+        False,
+        True,
+    ]
+    assert runtime_switches(["openvino", "openvino"]) == [False, False]
+    assert settle_calls("all", ["openvino", "openvino"]) == [True, True]
+    assert settle_calls("none", ["torch", "openvino"]) == [False, False]
+    assert settle_calls("switch", ["torch", "openvino"]) == [True, True]
+    with pytest.raises(EdgeDistillError, match="settle must be"):
+        settle_calls("sometimes", ["torch"])
+    order: list[str] = []
+
+    def runner(tag: str):
+        def run(_inputs: object) -> None:
+            order.append(tag)
+            if tag == "B" and order.count("B") % 2:  # B's settling calls are slow (a pool waking)
+                time.sleep(0.05)
+
+        return run
+
+    calls = [(runner("A"), None), (runner("B"), None), (runner("C"), None)]
+    m = measure_rounds(calls, iterations=2, min_time=0.0, settle=[False, True, False])
+    assert order == ["A", "B", "B", "C"] * 2
+    assert [len(t) for t in m.times_ns] == [2, 2, 2]
+    assert max(m.times_ns[1]) < 0.04e9, "the settling call is not timed"
+
+
 def test_rounds_time_the_call_and_run_until_min_time():
     def sleepy(seconds):
         time.sleep(seconds)

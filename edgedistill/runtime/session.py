@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from edgedistill.backends.base import Runner
+from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.quality import psnr, to_unit
 from edgedistill.runtime import layers as layer_profile
 from edgedistill.runtime.hostinfo import host_info
@@ -52,6 +54,10 @@ class ProfileOptions:
     cv_warn: float = DEFAULT_CV_WARN
     roofline: bool = True  # measure this machine's GEMM peak (about a second)
     target: dict[str, Any] | None = None  # {"name", "peak_gops"} of the target profile, if given
+    # an untimed call right before a timed one: "switch" for a model that follows another runtime's
+    # (runtime_switches), "all" for every model (each timed hot, as an app calling it alone; twice the
+    # calls), "none"
+    settle: str = "switch"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,7 +187,10 @@ def _measure(
         rep.rounds(done, expected_rounds(opts.iterations, opts.min_time, elapsed / max(done, 1)))
 
     runs = [(item.runner.run, item.feed) for item in live]  # type: ignore[union-attr]
-    m = measure_rounds(runs, opts.iterations, opts.min_time, max_time=opts.max_time, on_round=on_round)
+    m = measure_rounds(
+        runs, opts.iterations, opts.min_time, max_time=opts.max_time, on_round=on_round,
+        settle=settle_calls(opts.settle, [item.source.backend for item in live]),
+    )  # fmt: skip
     rep.rounds(m.rounds, m.rounds)
     if m.interrupted:
         warnings.append(f"interrupted after {m.rounds} round(s): the numbers rest on fewer calls than asked")
@@ -201,6 +210,28 @@ def _measure(
             f"only {m.rounds} round(s): p99 is close to the maximum; raise --iterations or --min-time"
         )
     return m.rounds, m.wall_s
+
+
+def settle_calls(settle: str, backends: Sequence[str]) -> list[bool]:
+    """Which models get an untimed call before each timed one (ProfileOptions.settle)."""
+    if settle not in ("switch", "all", "none"):
+        raise EdgeDistillError(f"settle must be switch, all or none, not {settle!r}")
+    if settle == "all":
+        return [True] * len(backends)
+    return runtime_switches(backends) if settle == "switch" else [False] * len(backends)
+
+
+def runtime_switches(backends: Sequence[str]) -> list[bool]:
+    """Which models run right after another runtime's, round after round (the order is cyclic).
+
+    Such a model pays for the switch: the other runtime's workers still spin after its call (ONNX
+    Runtime's do by default) while this one's pool wakes, and a deployed app, which runs one runtime,
+    never pays it. Timed in one profile with ONNX Runtime models, the first OpenVINO model of each round
+    measured 3-4 % slower than the same model compiled twice right after it, and 0-1 % with the
+    untimed call (benchmarks/runtime_switch.py, Zen4)."""
+    if len(set(backends)) < 2:
+        return [False] * len(backends)
+    return [b != backends[i - 1] for i, b in enumerate(backends)]
 
 
 def _compare(live: list[_Live]) -> None:

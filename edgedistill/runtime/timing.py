@@ -102,10 +102,13 @@ def measure_rounds(
     max_time: float | None = None,
     on_round: Callable[[int, float], None] | None = None,
     report_every: float = 0.25,
+    settle: Sequence[bool] | None = None,
 ) -> Measured:
     """Interleaved rounds until at least `iterations` rounds and `min_time` seconds of measuring.
 
-    Each round calls every model once, in the given order. `on_round(rounds, elapsed)` is called
+    Each round calls every model once, in the given order. `settle[i]`: model i is called once untimed
+    right before its timed call (session.py marks the first model after another runtime's, which would
+    pay for the other pool's workers still spinning). `on_round(rounds, elapsed)` is called
     between rounds at most every `report_every` seconds (never inside a timed call). Ctrl-C ends
     the measurement early; what was measured is kept and `interrupted` is set.
     """
@@ -113,7 +116,7 @@ def measure_rounds(
         raise ValueError("nothing to measure")
     times: list[list[int]] = [[] for _ in calls]
     appends = [t.append for t in times]
-    pairs = list(zip(calls, appends, strict=True))
+    pairs = list(zip(calls, appends, settle or [False] * len(calls), strict=True))
     pc = time.perf_counter_ns
     rounds = 0
     interrupted = False
@@ -126,7 +129,9 @@ def measure_rounds(
         last_report = start
         try:
             while True:
-                for (run, inputs), append in pairs:
+                for (run, inputs), append, settling in pairs:
+                    if settling:
+                        run(inputs)
                     t0 = pc()
                     out = run(inputs)
                     t1 = pc()
