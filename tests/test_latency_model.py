@@ -385,8 +385,7 @@ def test_table_is_keyed_by_this_cpu_not_only_the_hostname(tmp_path: Path, monkey
 def test_qat_students_are_timed_as_their_export_compiles_them(tmp_path: Path) -> None:
     """A quantization-aware student exports with no layer kept fp32: on ONNX Runtime the latency table
     times that form, in a table of its own. On OpenVINO its export converts QDQ ONNX (FakeQuantize ops,
-    no NNCF): whole models are compiled so, its blocks stay NNCF-compiled (QDQ-converted blocks timed at
-    up to 10x their share of the whole model)."""
+    no NNCF), and blocks and whole models are compiled so."""
     from edgedistill.search.latency_compile import QAT_FORM, as_qat_export
 
     model, spec = _tiny(n_blocks=1)
@@ -423,4 +422,7 @@ def test_qat_students_are_timed_as_their_export_compiles_them(tmp_path: Path) ->
         ov_qat,
         tmp_path / "ov-block",
     )
-    assert "qat" not in json.loads((block / "art" / "manifest.json").read_text())["backend_info"]
+    assert (
+        json.loads((block / "art" / "manifest.json").read_text())["backend_info"]["qat"]["fake_quantize_ops"]
+        > 0
+    )

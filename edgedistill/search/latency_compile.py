@@ -12,12 +12,12 @@ is one of the target's options, in the table's key) and compiles that way:
 - ONNX Runtime (and TensorRT, which also take ranges): blocks and whole models with no layer kept.
   Compiled as calibration would, two photo-restore students measured +10 % and -8 % off their
   exports, compiled the QAT way within 1 % (benchmarks/qat_form.py, Zen4);
-- OpenVINO: whole models (the fit's references and the search's finalists, which decide) as the QAT
-  export does, the QDQ ONNX converted, since what the budget holds for is the export; the NNCF form
-  measured 2-7 % fast against it, the uniform 0.1 student 7 %. Blocks stay NNCF-compiled with no layer
-  kept: QDQ-converted *blocks* timed at up to 10x their share of the whole model (a 3x3 conv at
-  258x258: 20 ms inside a 7.5 ms model), and a fit over them predicted 0.5-1.5 ms for students that
-  measured 7-15 ms. The fit maps the NNCF blocks' sum onto the QDQ-converted whole.
+- OpenVINO: blocks and whole models as its export does, the QDQ ONNX converted (the NNCF form measured
+  2-7 % fast against the export, the uniform 0.1 student 7 %). On 20 photo-restore candidates (Zen4,
+  int8, benchmarks/results/latency_model_space_ov_qat.md) the QDQ-converted blocks, in their carriers,
+  predicted the QDQ-converted whole within 10 % for 90 % (median error 3.5 %), NNCF blocks for 75 %
+  (5.8 %). Timed alone, before carriers, QDQ-converted blocks had run at up to 10x their share of the
+  whole model (a 3x3 conv at 258x258: 20 ms inside a 7.5 ms model).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class CutModel:
 
 def as_qat_export(tgt: Target) -> Target:
     """`tgt` marked to compile INT8 as the export of a quantization-aware student does: no layer kept
-    fp32, and on a backend that calibrates itself (OpenVINO) whole models from QDQ ONNX (module docstring)."""
+    fp32, and on a backend that calibrates itself (OpenVINO) from QDQ ONNX (module docstring)."""
     if tgt.precision != "int8" or tgt.options.get(QAT_FORM):
         return tgt
     return replace(tgt, options={**tgt.options, QAT_FORM: True})
@@ -136,7 +136,7 @@ def compile_whole(
     calib = CalibrationSet(
         {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}, source="random inputs"
     )
-    _compile(path, tgt, calib, out / "art", _kept_fp32(onnx.load_model(str(path)), tgt), spec, whole=True)
+    _compile(path, tgt, calib, out / "art", _kept_fp32(onnx.load_model(str(path)), tgt), spec)
     return out / "art"
 
 
@@ -147,10 +147,9 @@ def _compile(
     out: Path,
     keep: Sequence[str],
     spec: GeneratorSpec | None,
-    whole: bool = False,
 ) -> None:
-    """backend.compile as export calls it, then a manifest so the artifact loads anywhere. `whole`: a
-    whole model, which for a QAT-marked self-calibrating backend compiles from QDQ ONNX as its export does."""
+    """backend.compile as export calls it (for a QAT-marked backend that calibrates itself: from QDQ
+    ONNX, as exporter/qat_export.py does), then a manifest so the artifact loads anywhere."""
     from edgedistill.backends import get_backend
     from edgedistill.exporter.manifest import target_dict, write_manifest
     from edgedistill.exporter.qat_export import compile_openvino_qdq
@@ -164,7 +163,7 @@ def _compile(
         shutil.rmtree(out)
     out.mkdir(parents=True)
     with _quiet_compile():
-        if whole and tgt.options.get(QAT_FORM) and not backend.takes_ranges:
+        if tgt.options.get(QAT_FORM) and not backend.takes_ranges:
             # the trained scales' values do not change the kernels: ranges calibrated on the samples
             ranges = compute_ranges(onnx_path, calib, out.parent / "ranges", progress=False)
             result = compile_openvino_qdq(onnx_path, tgt, ranges, out, list(keep))

@@ -26,10 +26,10 @@ from edgedistill.search.block_timing import BlockTiming
 from edgedistill.search.blocks import Block
 from edgedistill.search.latency_fit import is_upsampling, whole_ms
 
-# 6: blocks timed in their carrier (blocks.block_model), their own kernels only; 5: blocks timed in
+# 7: OpenVINO's QAT-form blocks and models compiled from QDQ ONNX (search/latency_compile.py); 6: blocks timed in their carrier (blocks.block_model), their own kernels only; 5: blocks timed in
 # interleaved rounds, fits per reference norm; 4: the fit scales upsampling blocks
 # apart (d); 3: one scale on the blocks (c)
-TABLE_FORMAT = 6
+TABLE_FORMAT = 7
 
 
 @dataclass
