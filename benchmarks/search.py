@@ -69,16 +69,22 @@ def run_pair(args: argparse.Namespace, target: str, budget: float) -> dict:
     # the search may choose the uniform student itself; else the chosen architecture is distilled,
     # exported and profiled as compress --latency-ms does after its search
     names = ("uniform",) if same else ("searched", "uniform")
-    if not same:
-        searched_opts = CompressOptions(**common, out=base / "searched", distill_options={"arch": chosen})
-        searched = compress(searched_opts)
     # the searched student measured slower than the uniform one in the search: the next width up the
     # ladder is distilled too, so the two uniform students bracket its latency (equal latency, not budget)
-    dirs = {name: base / name for name in names}
     up = next_width(width) if not same and slower_than_uniform(found) else None
+
+    def student(name: str, seed: int = 0) -> dict:
+        """What sets each student's compress apart: its architecture or width, and the seed."""
+        arch = {"arch": chosen} if name == "searched" else {}
+        width_ = {} if arch else {"width": up if name == "uniform_up" else width}
+        return {**width_, "distill_options": {**arch, **({"seed": seed} if seed else {})}}
+
+    if not same:
+        searched = compress(CompressOptions(**common, out=base / "searched", **student("searched")))
+    dirs = {name: base / name for name in names}
     if up is not None:
         dirs["uniform_up"] = base / f"uniform-{up:g}"
-        uniform_up = compress(CompressOptions(**common, out=dirs["uniform_up"], width=up))
+        uniform_up = compress(CompressOptions(**common, out=dirs["uniform_up"], **student("uniform_up")))
     metrics = {"uniform": uniform, **({} if same else {"searched": searched})}
     if up is not None:
         metrics["uniform_up"] = uniform_up
@@ -87,9 +93,7 @@ def run_pair(args: argparse.Namespace, target: str, budget: float) -> dict:
     # again with seeds 1..N-1 (same recipe, steps and data); the row reports their mean and spread
     for seed in range(1, args.seeds):
         for name, d in dirs.items():
-            opts = CompressOptions(**common, out=d.with_name(f"{d.name}-s{seed}"),
-                                   distill_options={"seed": seed, **({"arch": chosen} if name == "searched" else {})},
-                                   **({} if name == "searched" else {"width": up if name == "uniform_up" else width}))  # fmt: skip
+            opts = CompressOptions(**common, out=d.with_name(f"{d.name}-s{seed}"), **student(name, seed))
             per_seed[name].append(compress(opts)["student_metrics"])
     arts = {name: str(d / "exports" / f"{target}-int8") for name, d in dirs.items()}
     size = tuple(spec.default_size or (256, 256))

@@ -9,6 +9,7 @@ Writes benchmarks/results/search_int8_vs_fp32.md and .json; prints each student'
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +17,14 @@ from pathlib import Path
 from edgedistill.profiler.api import profile
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "scratch" / "search" / "bench"
+BENCH = (
+    Path("scratch") / "search" / "bench"
+)  # relative to ROOT, where main() runs: no machine paths in the JSON
 RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
+    os.chdir(ROOT)
     models: dict[str, str] = {}
     for row in sorted(BENCH.glob("x86-onnxruntime-*ms")):
         for who in ("searched", "uniform"):

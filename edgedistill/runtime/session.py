@@ -227,7 +227,7 @@ def runtime_switches(backends: Sequence[str]) -> list[bool]:
     Such a model pays for the switch: the other runtime's workers still spin after its call (ONNX
     Runtime's do by default) while this one's pool wakes, and a deployed app, which runs one runtime,
     never pays it. Timed in one profile with ONNX Runtime models, the first OpenVINO model of each round
-    measured 3-4 % slower than the same model compiled twice right after it, and 0-1 % with the
+    measured 3-5 % slower than the same model compiled twice right after it, and 0-1 % with the
     untimed call (benchmarks/runtime_switch.py, Zen4)."""
     if len(set(backends)) < 2:
         return [False] * len(backends)
