@@ -152,8 +152,6 @@ def _compile(
     ONNX, as exporter/qat_export.py does), then a manifest so the artifact loads anywhere."""
     from edgedistill.backends import get_backend
     from edgedistill.exporter.manifest import target_dict, write_manifest
-    from edgedistill.exporter.qat_export import compile_openvino_qdq
-    from edgedistill.onnxtools.qdq import compute_ranges
 
     backend = get_backend(tgt.backend)
     why = backend.available()
@@ -165,6 +163,9 @@ def _compile(
     with _quiet_compile():
         if tgt.options.get(QAT_FORM) and not backend.takes_ranges:
             # the trained scales' values do not change the kernels: ranges calibrated on the samples
+            from edgedistill.exporter.qat_export import compile_openvino_qdq
+            from edgedistill.onnxtools.qdq import compute_ranges
+
             ranges = compute_ranges(onnx_path, calib, out.parent / "ranges", progress=False)
             result = compile_openvino_qdq(onnx_path, tgt, ranges, out, list(keep))
         else:
