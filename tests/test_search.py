@@ -42,6 +42,19 @@ def test_space_samples_buildable_archs_no_wider_than_the_teacher():
     assert sp.macs_of(spec, uni) == want
 
 
+def test_rescale_moves_every_stage_and_keeps_the_ops():
+    """A well-scored student far under budget reaches it in one move: each stage one notch wider."""
+    spec = spec_for_family("resnet", {"ngf": 64, "n_blocks": 6, "norm": "batch"}, default_size=(32, 32))
+    space = sp.space_for(spec)
+    arch = {"widths": [24, 32, 80, 16, 32], "upsample": "nearest", "n_blocks": 2, "kernel": 3}
+    wider = sp.rescale(space, arch, 1)
+    assert wider == {**arch, "widths": [32, 40, 96, 24, 32]}  # the last stage was at its widest
+    assert sp.macs_of(spec, wider) > sp.macs_of(spec, arch)
+    assert sp.rescale(space, wider, -1)["widths"][:4] == arch["widths"][:4]
+    top = sp.rescale(space, arch, 9)  # never wider than the teacher's choices allow
+    assert top["widths"] == [max(space.width_choices(i)) for i in range(5)]
+
+
 def test_space_refuses_a_custom_module():
     from edgedistill.core.spec import GeneratorSpec, TensorSpec
 

@@ -320,6 +320,27 @@ def test_per_stage_widths_inherit_the_teachers_strongest_channels(name):
     assert torch.equal(s_w, t_w.index_select(cout, kept))
 
 
+@pytest.mark.parametrize("name", ["resnet-batch", "resnet-instance", "unet", "dcgan"])
+def test_a_pixelshuffle_student_inherits_the_teachers_conv_transposes_exactly(name):
+    """A stride-2 ConvTranspose is a conv + PixelShuffle with some taps zero: the student swapping
+    one for the other (int8 on ONNX Runtime, where ConvTranspose runs fp32) starts as the student
+    that kept it (resnet/unet 3x3 and 4x4 kernels, dcgan's 4x4), not from fresh weights."""
+    from edgedistill.distiller.student import make_student_from_arch
+    from edgedistill.models.ops import PixelShuffleUp
+
+    teacher, spec, x = _teacher(name)
+    widths = {"resnet": [4, 8, 16, 8, 8], "unet": [2, 8, 4, 8, 16], "dcgan": [16, 8, 4]}[spec.family]
+    kept, _ = make_student_from_arch(teacher, spec, {"widths": widths})
+    swapped, new_spec = make_student_from_arch(teacher, spec, {"widths": widths, "upsample": "pixelshuffle"})
+    assert any(isinstance(m, PixelShuffleUp) for m in swapped.modules())
+    assert torch.allclose(_run(swapped, x), _run(kept, x), atol=1e-5)
+    rebuilt = create(spec.family, **new_spec.kwargs)
+    rebuilt.load_state_dict(swapped.state_dict())  # the spec alone rebuilds it
+    # the conv holds the transposed kernel's taps, zeros where an output phase has none
+    conv = next(m for m in swapped.modules() if isinstance(m, PixelShuffleUp)).conv.weight
+    assert 0 < int((conv != 0).sum()) < conv.numel()
+
+
 def test_arch_student_changed_ops_start_fresh_and_blocks_are_dropped_evenly():
     from edgedistill.distiller.student import make_student_from_arch
 

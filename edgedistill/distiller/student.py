@@ -22,6 +22,7 @@ from edgedistill.core.spec import GeneratorSpec, spec_for_family
 from edgedistill.distiller.channels import channel_plan, inherit_state
 from edgedistill.distiller.pruned import prune_module
 from edgedistill.models.norms import NORMS
+from edgedistill.models.ops import PixelShuffleUp
 from edgedistill.models.registry import create, family_class
 from edgedistill.models.resnet import FIRST_BLOCK, ResnetBlock
 
@@ -113,9 +114,12 @@ def make_student_from_arch(
         _check_fits(state, skeleton.state_dict(), f"{family}({_kw(kwargs)})")
         key_map = _key_map(family, kwargs, new_kwargs)
         s_state = student.state_dict()
-        new_state = inherit_state(state, s_state, channel_plan(skeleton), key_map)
-        student.load_state_dict(new_state)
+        plan = channel_plan(skeleton)
+        student.load_state_dict(inherit_state(state, s_state, plan, key_map))
         fresh = {k for k, v in s_state.items() if v.ndim == 4 and _teacher_key(key_map(k), state) is None}
+        twin_kwargs = {k: v for k, v in new_kwargs.items() if k != "upsample"}  # the teacher's op
+        twin_kwargs.update({"upsample": kwargs["upsample"]} if "upsample" in kwargs else {})
+        fresh -= _inherit_transposed(student, family, twin_kwargs, state, plan, key_map)
         _quiet_fresh_residuals(student, fresh)  # fresh convs only: a norm change alone keeps its convs
     extra: dict[str, Any] = {"input_range": spec.input_range, "output_range": spec.output_range}
     if family != "dcgan" and spec.default_size is not None:
@@ -132,6 +136,30 @@ def make_student_from_arch(
     if first is not None:
         student = student.to(device=first.device, dtype=first.dtype)
     return student.train(teacher.training), new_spec
+
+
+def _inherit_transposed(
+    student: nn.Module,
+    family: str,
+    twin_kwargs: dict[str, Any],
+    state: dict[str, torch.Tensor],
+    plan: Any,
+    key_map: Callable[[str], str | None],
+) -> set[str]:
+    """PixelShuffle upsamplers that replace the teacher's ConvTransposes take their weights exactly
+    (`PixelShuffleUp.load_transposed`): the twin of the student with the teacher's upsampling op
+    inherits its slice as usual, and each upsampler converts its twin's. Returns the keys filled."""
+    ups = {n: m for n, m in student.named_modules() if isinstance(m, PixelShuffleUp)}
+    if not ups:
+        return set()
+    twin = create(family, **twin_kwargs)
+    twin.load_state_dict(inherit_state(state, twin.state_dict(), plan, key_map))
+    filled: set[str] = set()
+    for name, up in ups.items():
+        ct = twin.get_submodule(name)
+        if isinstance(ct, nn.ConvTranspose2d) and up.load_transposed(ct):
+            filled |= {f"{name}.conv.{p}" for p, _ in up.conv.named_parameters()}
+    return filled
 
 
 def _teacher_key(key: str | None, state: dict[str, torch.Tensor]) -> str | None:

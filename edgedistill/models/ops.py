@@ -42,6 +42,57 @@ class PixelShuffleUp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shuffle(self.conv(x))
 
+    @torch.no_grad()
+    def load_transposed(self, ct: nn.ConvTranspose2d) -> bool:
+        """Take `ct`'s weights, computing exactly its function (False where it cannot: not a stride-2,
+        ungrouped ConvTranspose of these channels, or taps out of the 3x3 conv's reach).
+
+        A stride-2 ConvTranspose is four convs, one per output phase, interleaved: output pixel
+        (2i + a, 2j + b) sums input pixels (i + u, j + v) through kernel tap k = a + padding - 2u
+        (and likewise in j). Stacked phase-major per output channel, as PixelShuffle reads them, these
+        convs are this layer's conv, zeros where a phase has no tap; so a student inheriting a
+        teacher's ConvTranspose starts where the teacher is, and runs it in int8 where the runtime has
+        no int8 ConvTranspose (ONNX Runtime's CPU provider)."""
+        k, (cin, cout) = ct.kernel_size[0], (ct.in_channels, ct.out_channels)
+        exact_size = k + ct.output_padding[0] - 2 * ct.padding[0] == 2  # output exactly 2x the input
+        if (
+            ct.stride != (2, 2)
+            or ct.groups != 1
+            or ct.dilation != (1, 1)
+            or ct.kernel_size != (k, k)
+            or len(set(ct.padding)) != 1
+            or len(set(ct.output_padding)) != 1
+            or not exact_size
+            or (cin, cout * 4) != (self.conv.in_channels, self.conv.out_channels)
+        ):
+            return False
+        taps = _phase_taps(k, ct.padding[0])
+        if taps is None:
+            return False
+        w = torch.zeros_like(self.conv.weight).view(cout, 2, 2, cin, 3, 3)
+        src = ct.weight.permute(1, 0, 2, 3)  # (cout, cin, k, k)
+        for a, tap_h in taps:
+            for b, tap_w in taps:
+                for (u, kh), (v, kw) in ((x, y) for x in tap_h for y in tap_w):
+                    w[:, a, b, :, 1 + u, 1 + v] = src[:, :, kh, kw]
+        self.conv.weight.copy_(w.view_as(self.conv.weight))
+        if self.conv.bias is not None:
+            bias = ct.bias if ct.bias is not None else torch.zeros(cout, dtype=w.dtype, device=w.device)
+            self.conv.bias.copy_(bias.repeat_interleave(4))
+        return True
+
+
+def _phase_taps(k: int, padding: int) -> list[tuple[int, list[tuple[int, int]]]] | None:
+    """Per output phase a in {0, 1}: the (input offset u, kernel tap) pairs of a stride-2 transposed
+    conv with kernel `k`, tap = a + padding - 2u; None where an offset leaves the 3x3 conv's [-1, 1]."""
+    out = []
+    for a in (0, 1):
+        pairs = [((a + padding - tap) // 2, tap) for tap in range(k) if (a + padding - tap) % 2 == 0]
+        if any(abs(u) > 1 for u, _ in pairs):
+            return None
+        out.append((a, pairs))
+    return out
+
 
 class SepConv(nn.Module):
     """Depthwise k x k conv then a pointwise 1x1 conv: ~k*k fewer MACs than a plain conv."""

@@ -410,7 +410,7 @@ def _grow(
     tries: int = 60,
 ) -> list[Candidate]:
     """Up to `n` new children of `parents` whose latency, estimated from their parent's ms per MAC,
-    lands nearest 95 % of the budget. The estimate only steers (an op swap moves ms per MAC: a 3x3
+    lands nearest 95 % of the budget: half mutated, half rescaled (every stage wider, or narrower). The estimate only steers (an op swap moves ms per MAC: a 3x3
     stem and head cut the 0.22 student's int8 time by a third for 12 % of its MACs); the caller
     predicts each one exactly. MACs cost ~0.1 s on the meta device."""
     if n <= 0 or not parents:
@@ -418,7 +418,11 @@ def _grow(
     pool: dict[str, tuple[float, Candidate]] = {}
     for _ in range(tries):
         parent = rng.choice(parents)
-        arch = sp.mutate(space, parent.arch, rng, p=0.25)
+        if rng.random() < 0.5:
+            arch = sp.mutate(space, parent.arch, rng, p=0.25)
+        else:  # the parent's ops at other widths: a well-scored student far under budget reaches it
+            under = (parent.predicted_ms or 0) < 0.95 * latency_ms
+            arch = sp.rescale(space, parent.arch, rng.choice((1, 2)) if under else -1)
         key = sp.arch_key(arch)
         if key in cands or key in pool:
             continue

@@ -95,6 +95,18 @@ def mutate(space: SearchSpace, arch: dict[str, Any], rng: random.Random, p: floa
     return canonical(space, out)
 
 
+def rescale(space: SearchSpace, arch: dict[str, Any], notches: int) -> dict[str, Any]:
+    """Every stage `notches` width choices wider (or narrower), the ops kept: a student whose ops score
+    well but that sits far under the budget reaches it in one move, where `mutate`'s single-stage
+    steps would need several (rounds the search does not have)."""
+    out = copy.deepcopy(arch)
+    for i, w in enumerate(out["widths"]):
+        opts = space.width_choices(i)
+        j = min(range(len(opts)), key=lambda k: abs(opts[k] - w))
+        out["widths"][i] = opts[max(0, min(len(opts) - 1, j + notches))]
+    return canonical(space, out)
+
+
 def uniform_arch(space: SearchSpace, width: float) -> dict[str, Any]:
     """The `--width` student written as an architecture (the teacher's ops, ngf scaled)."""
     ngf = max(1, round(int(space.teacher_kwargs.get("ngf", 64)) * width))
