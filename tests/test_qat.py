@@ -178,6 +178,14 @@ def test_qat_runs_on_every_searched_operator(arch: dict, tmp_path: Path) -> None
     for tensor, (scale, zp) in stored.items():
         assert (np.float32(scale), zp) == (np.float32(qat["scales"][topo.point_of(tensor)][0]),
                                            qat["scales"][topo.point_of(tensor)][1]), tensor  # fmt: skip
+    # a permutation (DepthToSpace) keeps its input's scale, so ORT runs it on uint8 rather than
+    # DQ -> fp32 -> Q (its own trained scale cost the 19 ms PixelShuffle student 17 %)
+    nodes = __import__("onnx").load(str(qdq)).graph.node
+    producer = {o: n for n in nodes for o in n.output}
+    for n in (n for n in nodes if n.op_type == "DepthToSpace"):
+        source = producer[producer[n.input[0]].input[0]].input[0]  # DQ <- Q <- the float tensor
+        assert stored[n.output[0]] == stored[source], n.name
+    assert any(n.op_type == "DepthToSpace" for n in nodes) == (arch.get("upsample") == "pixelshuffle")
     # and the int8 model computes what the fake-quantizer trained: a fraction of the quantization
     # error apart (measured: 0 for dwsep once its BatchNorm folds into the pointwise conv, 1.07 before;
     # nearest 0.14, PixelShuffle 0.03). Bilinear 0.43: ORT interpolates uint8 in fixed point, which

@@ -30,9 +30,11 @@ from edgedistill.onnxtools.qdq import TensorRanges, preprocess, quantize_qdq
 
 INPUT = ""  # the point of a graph input: the model's own input
 ACT_QMIN, ACT_QMAX = 0, 255  # ONNX Runtime's default activations: uint8, asymmetric
-# ops whose output ONNX Runtime's QDQ quantizer gives its input's scale (QDQDirect8BitOp, QDQPad, QDQResize)
+# ops whose output ONNX Runtime's QDQ quantizer gives its input's scale (QDQDirect8BitOp, QDQPad, QDQResize),
+# and the permutations DepthToSpace / SpaceToDepth: calibrated, their output spans their input's range;
+# trained with a quantizer of its own, it would not, and ORT would run them DQ -> fp32 -> Q
 _PASS_VALUES = ("Pad", "Resize", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice",
-                "MaxPool", "AveragePool")  # fmt: skip
+                "MaxPool", "AveragePool", "DepthToSpace", "SpaceToDepth")  # fmt: skip
 # of them, those whose output falls between the input's levels: the int8 model rounds it again
 _REQUANTIZING = ("Resize", "AveragePool")
 
