@@ -8,6 +8,8 @@ ConvTranspose often runs fp32 between Q/DQ (see docs/search.md).
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -71,10 +73,9 @@ class PixelShuffleUp(nn.Module):
             return False
         w = torch.zeros_like(self.conv.weight).view(cout, 2, 2, cin, 3, 3)
         src = ct.weight.permute(1, 0, 2, 3)  # (cout, cin, k, k)
-        for a, tap_h in taps:
-            for b, tap_w in taps:
-                for (u, kh), (v, kw) in ((x, y) for x in tap_h for y in tap_w):
-                    w[:, a, b, :, 1 + u, 1 + v] = src[:, :, kh, kw]
+        for (a, rows), (b, cols) in itertools.product(taps, taps):
+            for (u, kh), (v, kw) in itertools.product(rows, cols):
+                w[:, a, b, :, 1 + u, 1 + v] = src[:, :, kh, kw]
         self.conv.weight.copy_(w.view_as(self.conv.weight))
         if self.conv.bias is not None:
             bias = ct.bias if ct.bias is not None else torch.zeros(cout, dtype=w.dtype, device=w.device)

@@ -410,9 +410,10 @@ def _grow(
     tries: int = 60,
 ) -> list[Candidate]:
     """Up to `n` new children of `parents` whose latency, estimated from their parent's ms per MAC,
-    lands nearest 95 % of the budget: half mutated, half rescaled (every stage wider, or narrower). The estimate only steers (an op swap moves ms per MAC: a 3x3
-    stem and head cut the 0.22 student's int8 time by a third for 12 % of its MACs); the caller
-    predicts each one exactly. MACs cost ~0.1 s on the meta device."""
+    lands nearest 95 % of the budget: half mutated, half rescaled (every stage wider, or narrower).
+    The estimate only steers (an op swap moves ms per MAC: a 3x3 stem and head cut the 0.22
+    student's int8 time by a third for 12 % of its MACs); the caller predicts each one exactly.
+    MACs cost ~0.1 s on the meta device."""
     if n <= 0 or not parents:
         return []
     pool: dict[str, tuple[float, Candidate]] = {}

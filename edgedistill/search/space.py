@@ -86,9 +86,7 @@ def mutate(space: SearchSpace, arch: dict[str, Any], rng: random.Random, p: floa
     out = copy.deepcopy(arch)
     for i, w in enumerate(out["widths"]):
         if rng.random() < p:
-            opts = space.width_choices(i)
-            j = min(range(len(opts)), key=lambda k: abs(opts[k] - w))
-            out["widths"][i] = opts[max(0, min(len(opts) - 1, j + rng.choice((-1, 1))))]
+            out["widths"][i] = _step(space.width_choices(i), w, rng.choice((-1, 1)))
     for key, options in space.choices.items():
         if rng.random() < p:
             out[key] = rng.choice(options)
@@ -100,11 +98,14 @@ def rescale(space: SearchSpace, arch: dict[str, Any], notches: int) -> dict[str,
     well but that sits far under the budget reaches it in one move, where `mutate`'s single-stage
     steps would need several (rounds the search does not have)."""
     out = copy.deepcopy(arch)
-    for i, w in enumerate(out["widths"]):
-        opts = space.width_choices(i)
-        j = min(range(len(opts)), key=lambda k: abs(opts[k] - w))
-        out["widths"][i] = opts[max(0, min(len(opts) - 1, j + notches))]
+    out["widths"] = [_step(space.width_choices(i), w, notches) for i, w in enumerate(out["widths"])]
     return canonical(space, out)
+
+
+def _step(options: list[int], width: int, notches: int) -> int:
+    """The choice `notches` places from the one nearest `width`, kept within the choices."""
+    j = min(range(len(options)), key=lambda k: abs(options[k] - width))
+    return options[max(0, min(len(options) - 1, j + notches))]
 
 
 def uniform_arch(space: SearchSpace, width: float) -> dict[str, Any]:
