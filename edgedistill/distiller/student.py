@@ -117,9 +117,10 @@ def make_student_from_arch(
         plan = channel_plan(skeleton)
         student.load_state_dict(inherit_state(state, s_state, plan, key_map))
         fresh = {k for k, v in s_state.items() if v.ndim == 4 and _teacher_key(key_map(k), state) is None}
-        twin_kwargs = {k: v for k, v in new_kwargs.items() if k != "upsample"}  # the teacher's op
-        twin_kwargs.update({"upsample": kwargs["upsample"]} if "upsample" in kwargs else {})
-        fresh -= _inherit_transposed(student, family, twin_kwargs, state, plan, key_map)
+        teacher_up = kwargs.get("upsample", _default_arg(family, "upsample"))
+        fresh -= _inherit_transposed(
+            student, family, {**new_kwargs, "upsample": teacher_up}, state, plan, key_map
+        )
         _quiet_fresh_residuals(student, fresh)  # fresh convs only: a norm change alone keeps its convs
     extra: dict[str, Any] = {"input_range": spec.input_range, "output_range": spec.output_range}
     if family != "dcgan" and spec.default_size is not None:
