@@ -337,8 +337,13 @@ def test_a_pixelshuffle_student_inherits_the_teachers_conv_transposes_exactly(na
     rebuilt = create(spec.family, **new_spec.kwargs)
     rebuilt.load_state_dict(swapped.state_dict())  # the spec alone rebuilds it
     # the conv holds the transposed kernel's taps, zeros where an output phase has none
-    conv = next(m for m in swapped.modules() if isinstance(m, PixelShuffleUp)).conv.weight
-    assert 0 < int((conv != 0).sum()) < conv.numel()
+    up = next(m for m in swapped.modules() if isinstance(m, PixelShuffleUp))
+    assert 0 < int((up.conv.weight != 0).sum()) < up.conv.weight.numel()
+    # a BatchNorm after it sits before the shuffle, per phase, holding the teacher's stats
+    has_bn = any(isinstance(m, nn.BatchNorm2d) for m in teacher.modules())  # all but resnet-instance
+    assert isinstance(up.norm, nn.BatchNorm2d) == has_bn
+    if has_bn:
+        assert not torch.allclose(up.norm.running_var, torch.ones_like(up.norm.running_var))
 
 
 def test_arch_student_changed_ops_start_fresh_and_blocks_are_dropped_evenly():

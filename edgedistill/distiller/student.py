@@ -148,8 +148,9 @@ def _inherit_transposed(
     key_map: Callable[[str], str | None],
 ) -> set[str]:
     """PixelShuffle upsamplers that replace the teacher's ConvTransposes take their weights exactly
-    (`PixelShuffleUp.load_transposed`): the twin of the student with the teacher's upsampling op
-    inherits its slice as usual, and each upsampler converts its twin's. Returns the keys filled."""
+    (`PixelShuffleUp.load_transposed`, and `load_norm` for the BatchNorm after it): the twin of the
+    student with the teacher's upsampling op inherits its slice as usual, and each upsampler
+    converts its twin's. Returns the keys filled."""
     ups = {n: m for n, m in student.named_modules() if isinstance(m, PixelShuffleUp)}
     if not ups:
         return set()
@@ -160,7 +161,16 @@ def _inherit_transposed(
         ct = twin.get_submodule(name)
         if isinstance(ct, nn.ConvTranspose2d) and up.load_transposed(ct):
             filled |= {f"{name}.conv.{p}" for p, _ in up.conv.named_parameters()}
+            up.load_norm(_next_sibling(twin, name))
     return filled
+
+
+def _next_sibling(model: nn.Module, name: str) -> nn.Module | None:
+    """The module after `name` in its parent (the norm a family stacks after an upsampler)."""
+    parent_name, _, child = name.rpartition(".")
+    children = list(model.get_submodule(parent_name).named_children())
+    i = [n for n, _ in children].index(child) + 1
+    return children[i][1] if i < len(children) else None
 
 
 def _teacher_key(key: str | None, state: dict[str, torch.Tensor]) -> str | None:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgedistill.models.ops import check_widths, upsample_2x
+from edgedistill.models.ops import check_widths, upsample_2x, upsample_stage
 from edgedistill.models.registry import register
 
 # channel multipliers of ngf per transposed-conv stage, outermost first
@@ -45,11 +45,8 @@ class DCGANGenerator(nn.Module):
             nn.ReLU(True),
         ]
         for c_in, c_out in itertools.pairwise(w):
-            layers += [
-                upsample_2x(upsample, c_in, c_out, False, kernel=4),
-                nn.BatchNorm2d(c_out),
-                nn.ReLU(True),
-            ]
+            up = upsample_2x(upsample, c_in, c_out, False, kernel=4)
+            layers += upsample_stage(up, nn.BatchNorm2d(c_out), nn.ReLU(True))
         layers += [upsample_2x(upsample, w[-1], nc, False, kernel=4), nn.Tanh()]
         self.main = nn.Sequential(*layers)
         self.nz = nz

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from edgedistill.models.norms import conv_bias, infer_norm, norm_layer
-from edgedistill.models.ops import KERNELS, check_widths, conv, upsample_2x
+from edgedistill.models.ops import KERNELS, check_widths, conv, upsample_2x, upsample_stage
 from edgedistill.models.registry import register
 
 N_DOWN = 2
@@ -106,7 +106,8 @@ class ResnetGenerator(nn.Module):
         layers += [ResnetBlock(dim, norm, dropout, padding, block) for _ in range(n_blocks)]
         for i in range(N_DOWN):
             c_in, c_out = w[N_DOWN + i], w[N_DOWN + i + 1]
-            layers += [upsample_2x(upsample, c_in, c_out, bias), norm_layer(norm, c_out), nn.ReLU(True)]
+            up = upsample_2x(upsample, c_in, c_out, bias)
+            layers += upsample_stage(up, norm_layer(norm, c_out), nn.ReLU(True))
         layers += [nn.ReflectionPad2d(kernel // 2), nn.Conv2d(w[-1], output_nc, kernel), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         self.widths = w

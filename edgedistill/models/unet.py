@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from edgedistill.models.norms import conv_bias, infer_norm, norm_layer
-from edgedistill.models.ops import check_widths, conv, upsample_2x
+from edgedistill.models.ops import check_widths, conv, upsample_2x, upsample_stage
 from edgedistill.models.registry import register
 
 
@@ -47,11 +47,16 @@ class UnetLevel(nn.Module):
             layers = [down, inner_level, nn.ReLU(True), up, nn.Tanh()]
         elif inner_level is None:  # innermost: no skip inside, no norm after the bottleneck conv
             up = upsample_2x(upsample, inner, outer, bias, kernel=4)
-            layers = [nn.LeakyReLU(0.2, True), down, nn.ReLU(True), up, norm_layer(norm, outer)]
+            layers = [
+                nn.LeakyReLU(0.2, True),
+                down,
+                nn.ReLU(True),
+                *upsample_stage(up, norm_layer(norm, outer)),
+            ]
         else:
             up = upsample_2x(upsample, cat, outer, bias, kernel=4)
             layers = [nn.LeakyReLU(0.2, True), down, norm_layer(norm, inner), inner_level]
-            layers += [nn.ReLU(True), up, norm_layer(norm, outer)]
+            layers += [nn.ReLU(True), *upsample_stage(up, norm_layer(norm, outer))]
             if dropout:
                 layers.append(nn.Dropout(0.5))
         self.model = nn.Sequential(*layers)
