@@ -73,6 +73,29 @@ def test_old_cyclegan_instancenorm_stats_are_dropped(tmp_path, small_resnet):
     assert _same_output(load_generator(f"resnet:{path}").module, small_resnet)
 
 
+def test_a_student_saved_with_its_pixelshuffle_batchnorm_after_the_shuffle_loads_as_the_same_net(tmp_path):
+    """Students saved before the BatchNorm moved before the shuffle keep loading: each channel's
+    stats repeated for its four phases compute what the BatchNorm after the shuffle computed."""
+    from edgedistill.models import spec_for_family
+
+    kwargs = {"ngf": 4, "n_blocks": 1, "norm": "batch", "upsample": "pixelshuffle"}
+    net = create("resnet", **kwargs).eval()
+    old_state = {}
+    for key, value in net.state_dict().items():
+        if ".norm." in key:  # model.10.norm.weight -> model.11.weight, one value per channel
+            up, _, rest = key.partition(".norm.")
+            parent, _, index = up.rpartition(".")
+            stat = torch.rand(value.numel() // 4) + 0.5 if value.ndim == 1 else value
+            old_state[f"{parent}.{int(index) + 1}.{rest}"] = stat
+            value.copy_(stat.repeat_interleave(4) if value.ndim == 1 else stat)
+        else:
+            old_state[key] = value
+    assert len(old_state) == len(net.state_dict()) and old_state.keys() != net.state_dict().keys()
+    save_file(old_state, str(tmp_path / "student.safetensors"))
+    spec_for_family("resnet", kwargs).save(tmp_path / "model.json")
+    assert _same_output(load_generator(tmp_path).module.eval(), net)
+
+
 def test_module_class_with_kwargs_and_weights(tmp_path, monkeypatch):
     (tmp_path / "usernets.py").write_text(
         textwrap.dedent(

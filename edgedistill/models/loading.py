@@ -29,6 +29,7 @@ from edgedistill.core.spec import CLASSIFIER_FAMILIES, GeneratorSpec, TensorSpec
 from edgedistill.models.checkpoint import file_sha256, is_torchscript, read_state_dict, require_file
 from edgedistill.models.embedded import embedded_teachers
 from edgedistill.models.modes import eval_mode
+from edgedistill.models.ops import PixelShuffleUp
 from edgedistill.models.registry import create, family_class, list_families
 from edgedistill.models.weights import read_safetensors
 
@@ -201,7 +202,7 @@ def _finish(
 # ---------------------------------------------------------------------------------------- helpers
 def load_state_checked(net: nn.Module, state: dict[str, torch.Tensor], path: Path, label: str) -> None:
     """load_state_dict(strict) with one readable line for missing/unexpected keys or shapes."""
-    state = _drop_instancenorm_stats(net, state)
+    state = _norms_before_shuffle(net, _drop_instancenorm_stats(net, state))
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -235,6 +236,25 @@ def _drop_instancenorm_stats(net: nn.Module, state: dict[str, torch.Tensor]) -> 
     return {
         k: v for k, v in state.items() if not (k.rsplit(".", 1)[0] in inorm and k.rsplit(".", 1)[-1] in stats)
     }
+
+
+def _norms_before_shuffle(net: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Students saved before a PixelShuffle upsampler held its BatchNorm before the shuffle (it was
+    the layer after): the same function with each channel's stats repeated for its four phases."""
+    state = dict(state)
+    for name, m in net.named_modules():
+        parent, _, index = name.rpartition(".")
+        if not (isinstance(m, PixelShuffleUp) and isinstance(m.norm, nn.BatchNorm2d) and index.isdigit()):
+            continue
+        after = f"{parent}.{int(index) + 1}." if parent else f"{int(index) + 1}."
+        if f"{name}.norm.running_mean" in state or f"{after}running_mean" not in state:
+            continue
+        for key in [k for k in state if k.startswith(after)]:
+            value = state.pop(key)
+            state[f"{name}.norm.{key[len(after) :]}"] = (
+                value.repeat_interleave(4) if value.ndim == 1 else value
+            )
+    return state
 
 
 def _recognise_family(state: dict[str, torch.Tensor]) -> str | None:
