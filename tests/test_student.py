@@ -346,6 +346,38 @@ def test_a_pixelshuffle_student_inherits_the_teachers_conv_transposes_exactly(na
         assert not torch.allclose(up.norm.running_var, torch.ones_like(up.norm.running_var))
 
 
+@pytest.mark.parametrize("family", ["resnet", "dcgan"])
+def test_a_pixelshuffle_teacher_slims_by_whole_phases(family):
+    """Output channel c of a PixelShuffle upsampler is its conv's (and norm's) channels 4c..4c+3: a
+    narrower student keeps whole phase groups of the teacher's, not a fresh upsampler."""
+    from edgedistill.models.ops import PixelShuffleUp
+
+    kwargs = {"resnet": {"ngf": 8, "n_blocks": 2, "norm": "batch"}, "dcgan": {"nz": 8, "ngf": 8, "nc": 1}}
+    teacher = create(family, **kwargs[family], upsample="pixelshuffle").train()
+    with torch.no_grad():
+        for _ in range(2):
+            teacher(_input(family, batch=4))
+    teacher.eval()
+    student, _ = make_student(
+        teacher, spec_for_family(family, {**kwargs[family], "upsample": "pixelshuffle"}), 0.5
+    )
+    pairs = [
+        (t, s)
+        for t, s in zip(teacher.modules(), student.modules(), strict=True)
+        if isinstance(t, PixelShuffleUp)
+    ]
+    assert pairs
+    for t_up, s_up in pairs[:-1] if family == "dcgan" else pairs:  # dcgan's last one makes the image
+        t_rows, s_rows = t_up.norm.running_mean.view(-1, 4), s_up.norm.running_mean.view(-1, 4)
+        assert len(s_rows) < len(t_rows)
+        kept = [int((t_rows == row).all(1).nonzero()) for row in s_rows]  # each row a whole teacher row
+        assert kept == sorted(kept)
+        t_w = t_up.conv.weight.view(len(t_rows), 4, t_up.conv.in_channels, 9)
+        s_w = s_up.conv.weight.view(len(s_rows), 4, s_up.conv.in_channels, 9)
+        for i, k in enumerate(kept):  # its filters are the teacher's, on the kept input channels
+            assert all((t_w[k] == s_w[i, :, [j]]).all((0, 2)).any() for j in range(s_w.shape[2]))
+
+
 def test_arch_student_changed_ops_start_fresh_and_blocks_are_dropped_evenly():
     from edgedistill.distiller.student import make_student_from_arch
 

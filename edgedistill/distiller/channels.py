@@ -46,13 +46,17 @@ class ChannelPlan:
 
     groups: list[Group] = field(default_factory=list)
     layout: dict[Slice, list[int]] = field(default_factory=dict)
+    phases: dict[Slice, int] = field(default_factory=dict)  # entries per channel (PixelShuffle: 4)
 
     def new(self, size: int, producer: Slice | None = None) -> int:
         self.groups.append(Group(size, [producer] if producer else []))
         return len(self.groups) - 1
 
-    def use(self, key: str, dim: int, groups: list[int]) -> None:
+    def use(self, key: str, dim: int, groups: list[int], phases: int = 1) -> None:
+        """`phases` > 1: channel c of the groups spans entries c*phases .. c*phases + phases - 1."""
         self.layout[(key, dim)] = list(groups)
+        if phases > 1:
+            self.phases[(key, dim)] = phases
 
     def merge(self, keep: int, drop: int) -> None:
         """Residual sums force two groups to share channels: fold `drop` into `keep`."""
@@ -78,13 +82,13 @@ def _walk(m: nn.Module, prefix: str, layout: list[int] | None, plan: ChannelPlan
         plan.use(f"{prefix}weight", 0, layout)
         plan.use(f"{prefix}bias", 0, layout)
         return layout
-    if isinstance(
-        m, PixelShuffleUp
-    ):  # out channel c is conv channels 4c..4c+3: a fresh group, sliced by size
-        _walk(m.conv, f"{prefix}conv.", layout, plan)
-        plan.layout.pop((f"{prefix}conv.weight", 0), None)
-        plan.layout.pop((f"{prefix}conv.bias", 0), None)
-        return [plan.new(m.conv.out_channels // 4)]
+    if isinstance(m, PixelShuffleUp):  # out channel c is conv (and norm) channels 4c..4c+3
+        layout = layout or [plan.new(m.conv.in_channels)]
+        plan.use(f"{prefix}conv.weight", 1, layout)
+        out = plan.new(m.conv.out_channels // 4, (f"{prefix}conv.weight", 0))
+        for key in ("conv.weight", "conv.bias", *(f"norm.{p}" for p in _NORM_PARAMS)):
+            plan.use(f"{prefix}{key}", 0, [out], phases=4)
+        return [out]
     if isinstance(m, _CONVS):
         cin, cout = (1, 0) if isinstance(m, nn.Conv2d) else (0, 1)  # ConvTranspose2d: (in, out, k, k)
         layout = layout or [plan.new(m.weight.shape[cin])]  # the image / noise input
@@ -144,7 +148,8 @@ def inherit_state(
         for dim in range(src.ndim):
             groups = plan.layout.get((tk, dim))
             if groups:
-                src = src.index_select(dim, _index(groups, keep, plan).to(src.device))
+                index = _index(groups, keep, plan, plan.phases.get((tk, dim), 1))
+                src = src.index_select(dim, index.to(src.device))
                 planned.add(dim)
         src = _center_crop(src, target.shape)
         if src.shape != target.shape:
@@ -186,7 +191,7 @@ def _select(
     score = torch.zeros(group.size)
     for key, dim in group.producers:
         w = teacher[key].detach().float().cpu().abs()
-        l1 = w.sum(dim=[d for d in range(w.ndim) if d != dim])
+        l1 = w.sum(dim=[d for d in range(w.ndim) if d != dim]).view(group.size, -1).sum(1)  # per phase
         score += l1 / l1.mean().clamp_min(1e-12)  # each producer weighs the same in a shared group
     return score.topk(n).indices.sort().values
 
@@ -196,16 +201,17 @@ def _student_size(
 ) -> int | None:
     for key, dim in group.producers:
         if key in student and student[key].ndim > dim:
-            return int(student[key].shape[dim])
+            return int(student[key].shape[dim]) // plan.phases.get((key, dim), 1)
     for (key, dim), groups in plan.layout.items():
         if groups == [index] and key in student and student[key].ndim > dim:
-            return int(student[key].shape[dim])
+            return int(student[key].shape[dim]) // plan.phases.get((key, dim), 1)
     return None
 
 
-def _index(groups: list[int], keep: list[torch.Tensor], plan: ChannelPlan) -> torch.Tensor:
+def _index(groups: list[int], keep: list[torch.Tensor], plan: ChannelPlan, phases: int = 1) -> torch.Tensor:
     parts, offset = [], 0
     for g in groups:
         parts.append(keep[g] + offset)
         offset += plan.groups[g].size
-    return torch.cat(parts)
+    channels = torch.cat(parts)
+    return (channels[:, None] * phases + torch.arange(phases)).flatten()
