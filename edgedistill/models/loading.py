@@ -29,7 +29,7 @@ from edgedistill.core.spec import CLASSIFIER_FAMILIES, GeneratorSpec, TensorSpec
 from edgedistill.models.checkpoint import file_sha256, is_torchscript, read_state_dict, require_file
 from edgedistill.models.embedded import embedded_teachers
 from edgedistill.models.modes import eval_mode
-from edgedistill.models.ops import PixelShuffleUp
+from edgedistill.models.ops import PixelShuffleUp, per_phase
 from edgedistill.models.registry import create, family_class, list_families
 from edgedistill.models.weights import read_safetensors
 
@@ -249,11 +249,8 @@ def _norms_before_shuffle(net: nn.Module, state: dict[str, torch.Tensor]) -> dic
         after = f"{parent}.{int(index) + 1}." if parent else f"{int(index) + 1}."
         if f"{name}.norm.running_mean" in state or f"{after}running_mean" not in state:
             continue
-        for key in [k for k in state if k.startswith(after)]:
-            value = state.pop(key)
-            state[f"{name}.norm.{key[len(after) :]}"] = (
-                value.repeat_interleave(4) if value.ndim == 1 else value
-            )
+        old = {key[len(after) :]: state.pop(key) for key in [k for k in state if k.startswith(after)]}
+        state.update({f"{name}.norm.{k}": v for k, v in per_phase(old).items()})
     return state
 
 

@@ -56,9 +56,7 @@ class PixelShuffleUp(nn.Module):
             return False
         if own.num_features != 4 * bn.num_features or own.affine != bn.affine:
             return False
-        for name, value in itertools.chain(bn.named_parameters(), bn.named_buffers()):
-            if value.ndim == 1:
-                getattr(own, name).copy_(value.repeat_interleave(4))
+        own.load_state_dict(per_phase(bn.state_dict()))
         return True
 
     @torch.no_grad()
@@ -98,6 +96,12 @@ class PixelShuffleUp(nn.Module):
             bias = ct.bias if ct.bias is not None else torch.zeros(cout, dtype=w.dtype, device=w.device)
             self.conv.bias.copy_(bias.repeat_interleave(4))
         return True
+
+
+def per_phase(stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A BatchNorm's state for the channels after a PixelShuffle(2), as the one before it: each
+    channel's entry repeated for its four phases (the step count as it is)."""
+    return {k: v.repeat_interleave(4) if v.ndim == 1 else v for k, v in stats.items()}
 
 
 def upsample_stage(up: nn.Module, norm: nn.Module, act: nn.Module | None = None) -> list[nn.Module]:
