@@ -53,6 +53,8 @@ def norm_after_shuffle(student: nn.Module) -> nn.Module:
 
 
 def ops_outside_int8(art: Path) -> dict[str, int]:
+    """Ops of ONNX Runtime's optimized graph that are not int8 kernels (BatchNorm, Q/DQ around fp32)."""
+    import onnx
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -60,8 +62,6 @@ def ops_outside_int8(art: Path) -> dict[str, int]:
         opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         opts.log_severity_level = 3
         ort.InferenceSession(str(art / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-        import onnx
-
         ops = Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
     return {op: ops[op] for op in FLOAT_OPS if ops[op]}
 
