@@ -312,6 +312,31 @@ def test_search_reanchors_a_table_whose_scale_is_off(tiny_generators, tmp_path, 
     assert all(c.proxy_psnr is not None for c in measured)
 
 
+def test_reanchoring_measures_the_finalists_again_with_the_new_candidates(tiny_generators, tmp_path):
+    """The first session ran in a slow minute (1.3x), the re-anchored one at speed: every finalist is
+    timed again beside the new candidates, so the choice compares them all at one speed."""
+    from edgedistill.models.loading import load_generator
+
+    teacher = tiny_generators["dcgan"]
+    loaded = load_generator(str(teacher))
+    space = sp.space_for(loaded.spec)
+    budget = _macs(sp.build(loaded.spec, sp.uniform_arch(space, 0.5)), loaded.spec) / 1e6 * 1.01
+    sessions: list[int] = []
+
+    def measure(models):
+        sessions.append(len(models))
+        slow = 1.3 if len(sessions) == 1 else 1.0
+        return [slow * _macs(m, loaded.spec) / 1e6 for m in models]
+
+    result = _tiny_search(teacher, budget, tmp_path / "s", samples=8, predict_max=8, measure_fn=measure)
+    assert result.measured_ratio == pytest.approx(1.3)  # re-anchored on the slow session
+    assert len(sessions) >= 2 and sessions[1] > sessions[0]  # the first session's finalists, timed again
+    measured = [c for c in result.candidates if c.measured_ms is not None]
+    assert all(c.measured_ms == pytest.approx(_macs(sp.build(loaded.spec, c.arch), loaded.spec) / 1e6)
+               for c in measured)  # fmt: skip
+    assert result.chosen.measured_ms <= budget
+
+
 def test_the_uniform_baseline_is_the_widest_that_measures_within_budget(tiny_generators, tmp_path):
     """Width 0.5 predicted 5 % over the budget (inside the model's error) measures 0.2 % under it."""
     from edgedistill.models.loading import load_generator

@@ -220,10 +220,11 @@ def search(
             t0 = time.perf_counter()
             added, new_base = _reanchor(cands, fits, latency_ms / ratio, space=space, spec=spec, hw=hw, rng=rng,
                                         grow_n=-(-evolve // GROW_ROUNDS), kd_n=max(2, kd_top // 2), band=band,
-                                        predict=predict, inherit=inherit, kd=kd, measure=measure)  # fmt: skip
+                                        predict=predict, inherit=inherit, kd=kd, measure=measure,
+                                        finalists=finalists)  # fmt: skip
             log(f"search: the finalists measured {ratio:.2f}x their predictions; re-anchored, the budget reads "
-                f"{latency_ms / ratio:.2f} ms in the table's units")  # fmt: skip
-            for c in added:
+                f"{latency_ms / ratio:.2f} ms in the table's units; measured again with the new ones, in one session")  # fmt: skip
+            for c in [*added, *finalists]:
                 log(f"  measured {c.measured_ms:7.2f} ms (predicted {c.predicted_ms:.2f})  {c.proxy_psnr:6.2f} dB  "
                     f"{sp.describe(c.arch)}")  # fmt: skip
             finalists = sorted([*finalists, *added], key=lambda c: -c.quality)
@@ -301,11 +302,14 @@ def _reanchor(
     inherit: Callable[[Candidate], None],
     kd: Callable[[Candidate], None],
     measure: Callable[[list[Any]], list[float]],
+    finalists: list[Candidate],
 ) -> tuple[list[Candidate], Candidate | None]:
     """Search again within `scaled_ms`, the budget in the table's units: the uniform ladder predicted up
     to it, one round of children grown towards it, the new uniform baseline and the best `kd_n` new
-    candidates near it short-KD'd and measured. Returns those measured (they extend `fits`) and the
-    baseline."""
+    candidates near it short-KD'd and measured. The `finalists` are measured again with them, in the
+    same session: a shared VM's speed moves 20-25 % between minutes while the ratios of models timed
+    together hold within ~6 % (benchmarks/results/measure_grouping.md), so new and old are compared
+    at one speed. Returns the new ones measured (they extend `fits`) and the baseline."""
     _predict_ladder(cands, predict, spec, scaled_ms)
     known = {sp.arch_key(c.arch) for c in fits}
     new = [c for c in cands.values() if c.predicted_ms is not None and c.predicted_ms <= scaled_ms
@@ -325,7 +329,8 @@ def _reanchor(
     for c in todo:
         if c.proxy_psnr is None:
             kd(c)
-    for c, ms in zip(todo, measure([sp.build(spec, c.arch) for c in todo]), strict=True):
+    session = [*todo, *(c for c in finalists if all(c is not t for t in todo))]
+    for c, ms in zip(session, measure([sp.build(spec, c.arch) for c in session]), strict=True):
         c.measured_ms = float(ms)
     return todo, base
 
