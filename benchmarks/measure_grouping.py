@@ -25,7 +25,7 @@ from edgedistill.core.targets import get_target
 from edgedistill.models.loading import load_generator
 from edgedistill.runtime.hostinfo import host_info
 from edgedistill.search import space as sp
-from edgedistill.search.latency import WHOLE_MIN_TIME, _time_whole, compile_whole
+from edgedistill.search.latency import compile_whole, time_compiled
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -55,7 +55,7 @@ def main() -> None:
         for r in range(args.rounds):
             order = list(groups.items()) if r % 2 == 0 else list(groups.items())[::-1]
             for g, idx in order:
-                ms = _time_whole([dirs[i] for i in idx], tgt, None, args.threads, WHOLE_MIN_TIME, None, None)
+                ms = time_compiled([dirs[i] for i in idx], tgt, threads=args.threads)
                 for i, t in zip(idx, ms, strict=True):
                     times[g][i].append(t)
                 print(f"round {r} {g:>8}: " + ", ".join(f"{t:.2f}" for t in ms), flush=True)

@@ -96,6 +96,7 @@ __all__ = [
     "predict_many",
     "reference_norm",
     "time_blocks",
+    "time_compiled",
     "whole_ms",
 ]
 
@@ -238,7 +239,7 @@ def measure_models(
         for i, (model, spec) in enumerate(zip(models, specs, strict=True)):
             sz = _size(spec, tgt, size)
             dirs.append(compile_whole(model, spec, tgt, sz, work / f"m{i}"))
-        return _time_whole(dirs, tgt, host, threads, min_time, ssh, kernels)
+        return time_compiled(dirs, tgt, host, threads, min_time, ssh, kernels)
 
 
 # ------------------------------------------------------------------------------------------ steps
@@ -382,15 +383,17 @@ def reference_norm(spec: GeneratorSpec) -> str | None:
     return str(spec.kwargs.get("norm") or default)
 
 
-def _time_whole(
+def time_compiled(
     dirs: Sequence[Path],
     tgt: Target,
-    host: str | None,
-    threads: int | None,
-    min_time: float,
-    ssh: dict[str, Any] | None,
-    kernels: list[int] | None,
+    host: str | None = None,
+    threads: int | None = None,
+    min_time: float = WHOLE_MIN_TIME,
+    ssh: dict[str, Any] | None = None,
+    kernels: list[int] | None = None,
 ) -> list[float]:
+    """p50 ms of each compiled model dir (compile_whole), timed in interleaved rounds in one session:
+    compile once, time as often as needed (benchmarks/measure_grouping.py)."""
     from edgedistill.core.artifact import load_artifact
     from edgedistill.runtime.session import ProfileOptions, run_profile
     from edgedistill.runtime.sources import artifact_source
