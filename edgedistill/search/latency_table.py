@@ -138,8 +138,9 @@ class LatencyTable:
                 b.key, {"block": entry["desc"], "count": 0, "ms": entry["ms"], "precision": _main(entry)}
             )
             row["count"] += 1
-        fit = (self.overhead(kind, size, norm) if with_overhead else None) or {"a": 0.0, "b": 0.0, "c": 1.0}
-        ms = whole_ms(fit, total, kernels, up)
+        fit = self.overhead(kind, size, norm) if with_overhead else None
+        # no fit: the blocks' sum itself (the identity fit's (total - up) + up can miss it by an ulp)
+        ms = whole_ms(fit, total, kernels, up) if fit else total
         return Prediction(ms, total, ms - total, kernels, list(rows.values()), str(self.path), up)
 
 
