@@ -76,19 +76,30 @@ trainer = Trainer(cfg, parts, Path(cfg.out), rank, world)
 if rank == opts.get("slow_rank"):  # slow after the step's last collective: this rank's clock runs ahead
     _save = trainer.save_checkpoint
     trainer.save_checkpoint = lambda: (time.sleep(0.3), _save())
+if "sigint_in_save" in opts:  # the second of two quick Ctrl-C lands while the stopped run saves
+    _write = trainer.save_checkpoint
+
+    def save_then_ctrl_c():
+        _write()
+        if trainer.step == opts["sigint_in_save"]:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # Python runs the handler here, still inside the save
+
+    trainer.save_checkpoint = save_then_ctrl_c
 d_calls = {}
 
 
-def ctrl_c_twice(module, inputs, output):
+def ctrl_c(module, inputs, output):
     """D's third call in a step scores the student for G: by then D has already stepped."""
     d_calls[trainer.step] = d_calls.get(trainer.step, 0) + 1
-    if trainer.step == opts.get("sigint_step") and d_calls[trainer.step] == 3:
+    if d_calls[trainer.step] == 3 and trainer.step in (opts.get("sigint_step"), opts.get("sigint_once_step")):
         os.kill(os.getpid(), signal.SIGINT)
-        os.kill(os.getpid(), signal.SIGINT)
+        if trainer.step == opts.get("sigint_step"):
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 if parts.discriminator is not None:
-    parts.discriminator.register_forward_hook(ctrl_c_twice)
+    parts.discriminator.register_forward_hook(ctrl_c)
 
 
 def params(module):
@@ -359,6 +370,18 @@ def test_second_ctrl_c_mid_step_writes_no_checkpoint(tmp_path):
     for part in ("trainable", "d", "ema"):
         for k, v in straight[part].items():
             assert torch.allclose(v, resumed[part][k], atol=1e-6), (part, k)
+
+
+def test_second_ctrl_c_while_the_stopped_run_saves_lets_the_save_finish(tmp_path):
+    """Ctrl-C mid step 5 stops the run after it; a second press inside the save that follows changes
+    nothing: the error says the step was saved, and it was (CI once saw 'stopped without saving it'
+    above a whole checkpoint of the stopped step)."""
+    opts = {"out": str(tmp_path / "b"), "steps": 9, "checkpoint_every": 4, "sigint_once_step": 4}
+    rc, err = _run_worker(tmp_path, {**opts, "sigint_in_save": 5})
+    assert rc == 2 and "interrupted at step 5: checkpoint saved" in err, err[-2000:]
+    state = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
+    _assert_whole(state)
+    assert state["step"] == 5
 
 
 def test_two_quick_ctrl_c_leave_a_whole_checkpoint(tmp_path):

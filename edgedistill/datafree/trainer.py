@@ -247,6 +247,7 @@ class DataFreeTrainer:
             try:
                 self._loop(stop, progress, task)
                 if self.step < self.cfg.steps:
+                    stop.settled = True  # the save is short and whole: a second press waits for it
                     self.save_checkpoint()
             except KeyboardInterrupt:
                 raise EdgeDistillError(

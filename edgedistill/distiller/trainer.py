@@ -320,8 +320,8 @@ class Trainer:
             try:
                 self._loop(stop, progress)
                 if self.step < self.cfg.steps:  # stopped by the first Ctrl-C, between two steps
+                    stop.settled = True  # the save is short and whole: a second press waits for it
                     self.save_checkpoint()
-                    stop.settled = True  # saved: a second press from here on changes nothing
             except KeyboardInterrupt:  # inside a step (second Ctrl-C): its state may be half-stepped
                 raise EdgeDistillError(
                     f"interrupted during step {self.step + 1}: stopped without saving it; the last "
