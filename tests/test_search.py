@@ -118,7 +118,7 @@ def test_pareto_front_keeps_only_undominated_points():
 
 def test_growth_walks_children_towards_the_budget():
     """A student at half the budget: its mutated children land nearer 95 % of it, none far over."""
-    from edgedistill.search.api import _grow
+    from edgedistill.search.refine import grow
     from edgedistill.search.result import Candidate
 
     spec = spec_for_family("resnet", {"ngf": 32, "n_blocks": 6, "norm": "batch"}, default_size=(32, 32))
@@ -128,7 +128,7 @@ def test_growth_walks_children_towards_the_budget():
     parent = Candidate(arch, macs, predicted_ms=macs / 1e6, uniform=0.25)
     budget = 2 * parent.predicted_ms
     cands = {sp.arch_key(arch): parent}
-    children = _grow(space, spec, None, [parent], cands, budget, 4, random.Random(0), tries=80)
+    children = grow(space, spec, None, [parent], cands, budget, 4, random.Random(0), tries=80)
     ms = [c.macs / 1e6 for c in children]  # latency linear in MACs: the walk's estimate is exact
     assert len(children) == 4 and all(c.grown and sp.arch_key(c.arch) in cands for c in children)
     assert all(m <= 1.1 * budget for m in ms)

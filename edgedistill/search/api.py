@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from edgedistill.core.errors import EdgeDistillError
+from edgedistill.search import refine
 from edgedistill.search import space as sp
 from edgedistill.search.result import Candidate, SearchResult, pareto_front, write_result
 
 UNIFORM_LADDER = (0.1, 0.125, 0.15, 0.175, 0.2, 0.22, 0.25, 0.3, 0.35, 0.4, 0.5)
 GROW_ROUNDS = 3  # rounds of children, each predicted before the next mutates them
 PREDICT_BATCH = 8  # candidates whose new blocks are timed together (over SSH: one session)
-LADDER_BATCH = 4  # uniform widths predicted together, until one is over budget
 PREDICTION_TOL = 0.10  # the latency model's error on 90-100 % of candidates (benchmarks/latency_model.py)
 REANCHOR_TOL = 0.08  # finalists measured this far off their predictions (median): search again, re-anchored
 
@@ -123,7 +123,7 @@ def search(
     # 2. latency of the uniform ladder anchors MACs to ms; then predict those near the budget
     t0 = time.perf_counter()
     predict, source_name = _latency_model(latency_fn, spec, tgt, hw, host, threads, ssh, log)
-    uniform = _predict_ladder(cands, predict, spec, latency_ms)
+    uniform = refine.predict_ladder(cands, predict, spec, latency_ms)
     ms_per_mac = _ms_per_mac(uniform)
     near = [c for c in cands.values() if c.predicted_ms is None and c.uniform is None]
     near.sort(
@@ -134,7 +134,7 @@ def search(
         if time.perf_counter() - started > time_budget_s * 0.5:
             log("search: half the time budget spent on latency; scoring what is predicted")
             break
-        _predict_into(near[i : i + PREDICT_BATCH], predict, spec)
+        refine.predict_into(near[i : i + PREDICT_BATCH], predict, spec)
     wall["latency_s"] = round(time.perf_counter() - t0, 1)
     fits = [c for c in cands.values() if c.predicted_ms is not None and c.predicted_ms <= latency_ms]
     log(f"search: latency ({source_name}) predicted for "
@@ -155,19 +155,19 @@ def search(
     for c in fits:
         c.proxy_inherited = proxy.score(t_net, spec, c.arch, pdata, steps=0).psnr_inherited
     grown: list[Candidate] = []
-    parents = _parents(fits)
+    parents = refine.parents(fits)
     for _ in range(GROW_ROUNDS):
         if time.perf_counter() - started > time_budget_s * 0.6:
             log("search: time budget reached while growing; scoring what is predicted")
             break
-        children = _grow(space, spec, hw, parents, cands, latency_ms, -(-evolve // GROW_ROUNDS), rng)
-        _predict_into(children, predict, spec)
+        children = refine.grow(space, spec, hw, parents, cands, latency_ms, -(-evolve // GROW_ROUNDS), rng)
+        refine.predict_into(children, predict, spec)
         for c in children:
             if c.predicted_ms <= latency_ms:  # type: ignore[operator]
                 c.proxy_inherited = proxy.score(t_net, spec, c.arch, pdata, steps=0).psnr_inherited
                 fits.append(c)
         grown += children
-        parents = _parents(fits)
+        parents = refine.parents(fits)
     wall["grow_s"] = round(time.perf_counter() - t0, 1)
     near_budget = sum(c.predicted_ms >= band * latency_ms for c in fits)  # type: ignore[operator]
     log(f"search: {len(grown)} grown towards the budget, {near_budget} fits within {band:.0%}-100 % of it")
@@ -175,7 +175,7 @@ def search(
     # 4. short KD on the best few (those near the budget first: capacity left unspent is quality lost)
     #    + the uniform baseline: the finalists
     t0 = time.perf_counter()
-    base = _uniform_base(fits)
+    base = refine.uniform_base(fits)
     ranked = sorted(
         (c for c in fits if c.uniform is None),
         key=lambda c: (c.predicted_ms < band * latency_ms, -(c.proxy_inherited or 0)),  # type: ignore[operator]
@@ -218,7 +218,7 @@ def search(
             and time.perf_counter() - started < time_budget_s
         ):
             t0 = time.perf_counter()
-            added, new_base = _reanchor(cands, fits, latency_ms / ratio, space=space, spec=spec, hw=hw, rng=rng,
+            added, new_base = refine.reanchor(cands, fits, latency_ms / ratio, space=space, spec=spec, hw=hw, rng=rng,
                                         grow_n=-(-evolve // GROW_ROUNDS), kd_n=max(2, kd_top // 2), band=band,
                                         predict=predict, inherit=inherit, kd=kd, measure=measure,
                                         finalists=finalists)  # fmt: skip
@@ -286,55 +286,6 @@ def measured_ratio(finalists: list[Candidate]) -> float | None:
     return statistics.median(ratios) if ratios else None
 
 
-def _reanchor(
-    cands: dict[str, Candidate],
-    fits: list[Candidate],
-    scaled_ms: float,
-    *,
-    space: sp.SearchSpace,
-    spec: Any,
-    hw: tuple[int, int] | None,
-    rng: random.Random,
-    grow_n: int,
-    kd_n: int,
-    band: float,
-    predict: Callable[[list[Any]], list[float]],
-    inherit: Callable[[Candidate], None],
-    kd: Callable[[Candidate], None],
-    measure: Callable[[list[Any]], list[float]],
-    finalists: list[Candidate],
-) -> tuple[list[Candidate], Candidate | None]:
-    """Search again within `scaled_ms`, the budget in the table's units: the uniform ladder predicted up
-    to it, one round of children grown towards it, the new uniform baseline and the best `kd_n` new
-    candidates near it short-KD'd and measured. The `finalists` are measured again with them, in the
-    same session: a shared VM's speed moves 20-25 % between minutes while the ratios of models timed
-    together hold within ~6 % (benchmarks/results/measure_grouping.md), so new and old are compared
-    at one speed. Returns the new ones measured (they extend `fits`) and the baseline."""
-    _predict_ladder(cands, predict, spec, scaled_ms)
-    known = {sp.arch_key(c.arch) for c in fits}
-    new = [c for c in cands.values() if c.predicted_ms is not None and c.predicted_ms <= scaled_ms
-           and sp.arch_key(c.arch) not in known]  # fmt: skip
-    children = _grow(space, spec, hw, _parents([*fits, *new]), cands, scaled_ms, grow_n, rng)
-    _predict_into(children, predict, spec)
-    new += [c for c in children if (c.predicted_ms or 0.0) <= scaled_ms]
-    for c in new:
-        if c.proxy_inherited is None:
-            inherit(c)
-    fits += new
-    within = [c for c in fits if (c.predicted_ms or 0.0) <= scaled_ms]
-    base = _uniform_base(within)
-    ranked = sorted((c for c in within if c.uniform is None and c.proxy_psnr is None),
-                    key=lambda c: (c.predicted_ms < band * scaled_ms, -(c.proxy_inherited or 0)))  # type: ignore[operator]  # fmt: skip
-    todo = [*([base] if base is not None and base.measured_ms is None else []), *ranked[:kd_n]]
-    for c in todo:
-        if c.proxy_psnr is None:
-            kd(c)
-    session = [*todo, *(c for c in finalists if all(c is not t for t in todo))]
-    for c, ms in zip(session, measure([sp.build(spec, c.arch) for c in session]), strict=True):
-        c.measured_ms = float(ms)
-    return todo, base
-
-
 def _latency_model(
     latency_fn: Callable[[Any, Any], float] | None,
     spec: Any,
@@ -368,78 +319,6 @@ def _latency_model(
     where = host or "this host"
     form = " as a QAT student exports" if tgt.options.get(QAT_FORM) else ""
     return predict, f"measured blocks, {tgt.name} {tgt.precision}{form} on {where}"
-
-
-def _predict_into(batch: list[Candidate], predict: Callable[[list[Any]], list[float]], spec: Any) -> None:
-    """Each candidate's predicted ms, the batch's models predicted together (their new blocks timed at once)."""
-    for c, ms in zip(batch, predict([sp.build(spec, c.arch) for c in batch]), strict=True):
-        c.predicted_ms = ms
-
-
-def _predict_ladder(
-    cands: dict[str, Candidate], predict: Callable[[list[Any]], list[float]], spec: Any, limit_ms: float
-) -> list[Candidate]:
-    """The uniform ladder by MACs, its widths not yet predicted predicted in batches until one is over
-    `limit_ms` (the ladder is monotone: the next widths are slower still)."""
-    ladder = sorted((c for c in cands.values() if c.uniform is not None), key=lambda c: c.macs)
-    unpredicted = [c for c in ladder if c.predicted_ms is None]
-    for i in range(0, len(unpredicted), LADDER_BATCH):
-        batch = unpredicted[i : i + LADDER_BATCH]
-        _predict_into(batch, predict, spec)
-        if any((c.predicted_ms or 0.0) > limit_ms for c in batch):
-            break
-    return ladder
-
-
-def _parents(fits: list[Candidate], n: int = 4) -> list[Candidate]:
-    """Whom to mutate next: the best fits by the inherited proxy, and the uniform baseline."""
-    best = sorted((c for c in fits if c.uniform is None), key=lambda c: -(c.proxy_inherited or 0))[:n]
-    base = _uniform_base(fits)
-    return [*best, *([base] if base else [])]
-
-
-def _uniform_base(fits: list[Candidate]) -> Candidate | None:
-    """The baseline to beat: the widest uniform-width student within budget."""
-    return max((c for c in fits if c.uniform is not None), key=lambda c: c.uniform or 0, default=None)
-
-
-def _grow(
-    space: sp.SearchSpace,
-    spec: Any,
-    hw: tuple[int, int] | None,
-    parents: list[Candidate],
-    cands: dict[str, Candidate],
-    latency_ms: float,
-    n: int,
-    rng: random.Random,
-    tries: int = 60,
-) -> list[Candidate]:
-    """Up to `n` new children of `parents` whose latency, estimated from their parent's ms per MAC,
-    lands nearest 95 % of the budget: half mutated, half rescaled (every stage wider, or narrower).
-    The estimate only steers (an op swap moves ms per MAC: a 3x3 stem and head cut the 0.22
-    student's int8 time by a third for 12 % of its MACs); the caller predicts each one exactly.
-    MACs cost ~0.1 s on the meta device."""
-    if n <= 0 or not parents:
-        return []
-    pool: dict[str, tuple[float, Candidate]] = {}
-    for _ in range(tries):
-        parent = rng.choice(parents)
-        if rng.random() < 0.5:
-            arch = sp.mutate(space, parent.arch, rng, p=0.25)
-        else:  # the parent's ops at other widths: a well-scored student far under budget reaches it
-            under = (parent.predicted_ms or 0) < 0.95 * latency_ms
-            arch = sp.rescale(space, parent.arch, rng.choice((1, 2)) if under else -1)
-        key = sp.arch_key(arch)
-        if key in cands or key in pool:
-            continue
-        child = Candidate(arch, sp.macs_of(spec, arch, hw), grown=True)
-        estimate = (parent.predicted_ms or 0) * child.macs / max(parent.macs, 1)
-        if estimate <= 1.1 * latency_ms:
-            pool[key] = (estimate, child)
-    chosen = sorted(pool.values(), key=lambda ec: abs(ec[0] - 0.95 * latency_ms))[:n]
-    for _, c in chosen:
-        cands[sp.arch_key(c.arch)] = c
-    return [c for _, c in chosen]
 
 
 def _measure_models(
