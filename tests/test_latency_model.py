@@ -90,8 +90,37 @@ def test_predict_many_times_the_new_blocks_of_several_models_in_one_batch(
         progress=False,
     )
     keys = {r["block"] for p in preds for r in p.rows}
-    assert batches == [len(keys)], "one batch, every distinct block once"
+    assert batches == [len(keys) + 1], "one batch, every distinct block once, and the speed anchor"
     assert preds[1].ms > preds[0].ms > 0 and len(preds[1].rows) >= len(preds[0].rows)
+
+
+def test_blocks_timed_in_a_slow_minute_are_scaled_to_the_tables_first_speed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The speed anchor runs in every timing session: a session in which every kernel ran 3x slow,
+    the anchor's too (a shared VM's slow minute, a stolen core), stores its blocks at the speed of
+    the table's first session, not 3x theirs."""
+    import dataclasses
+
+    model, spec = _tiny(n_blocks=1)
+    monkeypatch.setattr(latency, "BLOCK_CALLS", 5)
+    monkeypatch.setattr(latency, "BLOCK_SECONDS", 0.0)
+    tgt = get_target("x86-onnxruntime", "fp32")
+    table = latency_table.LatencyTable.open(tgt, None, 1, tmp_path)
+    cut = latency.cut_model(model, spec, tgt, SIZE, tmp_path / "m")
+    pairs = [(cut, b) for b in {b.key: b for b in cut.blocks}.values()]
+    latency.measure_blocks(pairs, tgt, table, tmp_path / "w1", None, 1, progress=False)
+    first = sum(v["ms"] for v in table.data["blocks"].values())
+    real = latency.time_local_many
+
+    def slow_minute(*a, **k):
+        return [[dataclasses.replace(x, ms=3 * x.ms) for x in ks] for ks in real(*a, **k)]
+
+    monkeypatch.setattr(latency, "time_local_many", slow_minute)
+    latency.measure_blocks(pairs, tgt, table, tmp_path / "w2", None, 1, progress=False)
+    again = sum(v["ms"] for v in table.data["blocks"].values())
+    assert table.data["anchor"]["blocks"] > 0
+    assert 0.5 < again / first < 2.0, (first, again)  # unscaled: ~3
 
 
 def test_one_inputs_file_feeds_blocks_that_share_an_input_name() -> None:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.spec import GeneratorSpec, spec_for_family
 from edgedistill.core.targets import Target, get_target
-from edgedistill.search.block_timing import block_names, summarize, time_local_many, time_remote
+from edgedistill.search.block_timing import ROUND_GROUP, block_names, summarize, time_local_many, time_remote
 from edgedistill.search.blocks import Block
 from edgedistill.search.latency_compile import (
     CALIB_SAMPLES,
@@ -59,6 +59,7 @@ from edgedistill.search.latency_table import (
     Prediction,
     default_cache_dir,
 )
+from edgedistill.search.speed_anchor import compile_anchor, kernels_ms, scaled
 
 if TYPE_CHECKING:
     import torch
@@ -286,23 +287,34 @@ def time_blocks(
     ssh: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> None:
-    """Time compiled blocks (compile_block's folders) and put them in `table` (saved as it goes)."""
+    """Time compiled blocks (compile_block's folders) and put them in `table` (saved as it goes),
+    each session with the speed anchor, its times scaled to the table's first session's speed."""
     from edgedistill.onnxtools.qdq import progress_bar
 
     threads = threads or tgt.threads
     feeds = [_load_feed(d) for d in dirs]
-    if host is not None:
-        kernels = time_remote(host, [d / "art" for d in dirs], feeds, threads, BLOCK_CALLS, ssh, log)
-        for b, ks in zip(blocks, kernels, strict=True):
-            table.put_block(b, summarize(ks, *block_names(b)))
-        table.save()
-        return
-    with progress_bar(
-        progress, f"timing {len(blocks)} block(s) on {tgt.name} {tgt.precision}", len(blocks)
-    ) as advance:
-        arts = [d / "art" for d in dirs]
-        timed = time_local_many(arts, feeds, threads, BLOCK_CALLS, BLOCK_SECONDS, advance=advance)
-    for b, ks in zip(blocks, timed, strict=True):
+    arts = [d / "art" for d in dirs]
+    with tempfile.TemporaryDirectory(prefix="edgedistill-anchor-") as work:
+        anchor, anchor_feed = compile_anchor(tgt, Path(work))
+        if host is not None:  # one SSH session, the anchor in it
+            *timed, anchor_ks = time_remote(
+                host, [*arts, anchor], [*feeds, anchor_feed], threads, BLOCK_CALLS, ssh, log
+            )
+            sessions = [(timed, table.session_scale("blocks", kernels_ms(anchor_ks)))]
+        else:
+            sessions = []
+            with progress_bar(
+                progress, f"timing {len(blocks)} block(s) on {tgt.name} {tgt.precision}", len(blocks)
+            ) as advance:
+                step = ROUND_GROUP - 1  # a session is one group of interleaved rounds: the anchor in each
+                for i in range(0, len(arts), step):
+                    *timed, anchor_ks = time_local_many(
+                        [*arts[i : i + step], anchor], [*feeds[i : i + step], anchor_feed], threads,
+                        BLOCK_CALLS, BLOCK_SECONDS, advance=lambda n: advance(n - 1),
+                    )  # fmt: skip
+                    sessions.append((timed, table.session_scale("blocks", kernels_ms(anchor_ks))))
+    timed_scaled = [scaled(ks, scale) for timed, scale in sessions for ks in timed]
+    for b, ks in zip(blocks, timed_scaled, strict=True):
         table.put_block(b, summarize(ks, *block_names(b)))
     table.save()
 
@@ -344,9 +356,15 @@ def fit_overhead(
         if missing:
             measure_blocks(missing, tgt, table, work, host, threads, progress, ssh, log)
         preds = [table.predict(cut.blocks, kind, size, with_overhead=False) for cut in cuts]
-    wall = measure_models(
-        models, specs, tgt, None, size if kind == "image" else None, host, threads=threads, ssh=ssh
-    )
+        # the references whole, in one session with the speed anchor: a fit made later (another
+        # norm, size) reads at the first one's speed
+        dirs = [
+            compile_whole(m, s, tgt, _size(s, tgt, size if kind == "image" else None), work / f"w{i}")
+            for i, (m, s) in enumerate(zip(models, specs, strict=True))
+        ]
+        *wall, anchor_ms = time_compiled([*dirs, compile_anchor(tgt, work)[0]], tgt, host, threads, ssh=ssh)
+        scale = table.session_scale("whole", anchor_ms)
+        wall = [w * scale for w in wall]
     fit = overhead_fit(
         [p.kernels for p in preds], [p.blocks_ms for p in preds], wall, [p.up_ms for p in preds]
     )

@@ -26,10 +26,11 @@ from edgedistill.search.block_timing import BlockTiming
 from edgedistill.search.blocks import Block
 from edgedistill.search.latency_fit import is_upsampling, whole_ms
 
-# 7: OpenVINO's QAT-form blocks and models compiled from QDQ ONNX (search/latency_compile.py); 6: blocks timed in their carrier (blocks.block_model), their own kernels only; 5: blocks timed in
+# 8: every timing session carries the speed anchor (search/speed_anchor.py), its times scaled to the
+# table's first session; 7: OpenVINO's QAT-form blocks and models compiled from QDQ ONNX (search/latency_compile.py); 6: blocks timed in their carrier (blocks.block_model), their own kernels only; 5: blocks timed in
 # interleaved rounds, fits per reference norm; 4: the fit scales upsampling blocks
 # apart (d); 3: one scale on the blocks (c)
-TABLE_FORMAT = 7
+TABLE_FORMAT = 8
 
 
 @dataclass
@@ -84,12 +85,12 @@ class LatencyTable:
         digest = hashlib.sha1(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:10]
         name = f"{tgt.name}-{tgt.precision}-{_slug(meta['host'])}-{digest}.json"
         path = Path(cache_dir or default_cache_dir()) / name
-        data: dict[str, Any] = {"blocks": {}, "overhead": {}}
+        data: dict[str, Any] = {"blocks": {}, "overhead": {}, "anchor": {}}
         if path.is_file():
             try:
                 old = json.loads(path.read_text())
                 if old.get("meta") == json.loads(json.dumps(meta, default=str)):
-                    data = {"blocks": old.get("blocks", {}), "overhead": old.get("overhead", {})}
+                    data = {k: old.get(k, {}) for k in ("blocks", "overhead", "anchor")}
             except (OSError, json.JSONDecodeError):
                 pass  # a broken cache is remeasured, never trusted
         return cls(path, meta, data)
@@ -99,6 +100,15 @@ class LatencyTable:
 
     def put_block(self, block: Block, timing: BlockTiming) -> None:
         self.data["blocks"][block.key] = {"desc": block.desc, "macs": block.macs, **timing.to_dict()}
+
+    def session_scale(self, how: str, anchor_ms: float) -> float:
+        """What turns this session's times into the table's first session's: the speed anchor (timed
+        `how`: "blocks" kernel by kernel, "whole" end to end) measured `anchor_ms` now; the first
+        session's anchor is kept. A shared VM's speed moves 20-25 % between minutes while models timed
+        together keep their ratios within ~6 % (benchmarks/results/measure_grouping.md): blocks timed in
+        different sessions are then one scale, and a reference fit later under another norm too."""
+        first = self.data.setdefault("anchor", {}).setdefault(how, anchor_ms)
+        return first / anchor_ms if anchor_ms > 0 and first > 0 else 1.0
 
     def overhead(
         self, kind: str, size: tuple[int, int] | None, norm: str | None = None
