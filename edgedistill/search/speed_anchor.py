@@ -6,10 +6,10 @@ faster or slower from one minute to the next, while models timed together, in in
 keep their ratios within ~6 % (benchmarks/results/measure_grouping.md). A latency table is built
 over many sessions: the search's first candidates' blocks, later the references, later a grown
 child's new blocks. Without an anchor each session's blocks carry that session's speed, and the fit
-turns the mix into a wrong scale: a table whose reference blocks were timed in different minutes
-fitted `whole = -11.3 ms + 1.39 x blocks` and predicted the uniform 0.1 student 1.54x what it
-measured, the searched one 1.2x (Zen3, ORT int8). With the anchor in each session, each session's
-times are scaled by the anchor's first time over its time now (LatencyTable.session_scale).
+can turn the mix into a wrong scale: a table grown over a search on a Zen3 (ORT int8) fitted
+`whole = -11.3 ms + 1.39 x blocks` and priced the uniform 0.1 student at 1.5-1.6x what it measured,
+the searched one at 1.2-1.3x (README, "Zen3 again"). With the anchor in each session, each
+session's times are scaled by the anchor's first time over its time now (LatencyTable.session_scale).
 
 The anchor is a ResNet with 8 base channels and one residual block at 64x64 (about 2 ms on two Zen3
 cores; at the target's own size where it compiles static shapes), with weights from a fixed seed,
