@@ -88,6 +88,11 @@ def _resolve(name: str, own: set[str], other: set[str]) -> bool | None:
     return None
 
 
+def total_ms(kernels: Sequence[Kernel]) -> float:
+    """A profiled model's time: its kernels' sum (the runtime's own entries left out)."""
+    return sum(k.ms for k in kernels if k.op_type not in NOT_KERNELS)
+
+
 def summarize(kernels: Sequence[Kernel], own: Iterable[str], other: Iterable[str]) -> BlockTiming:
     """Sum the block's own kernels, in run order: `own` are its nodes' and tensors' names, `other`
     what the carrier and the model's input are (the block's inputs, the stand-ins' names)."""
@@ -228,7 +233,7 @@ class _Profiled:
             kernels = [
                 Kernel(t.name, t.op_type, t.ms, t.precision, t.origin) for t in self.runner.layer_times()
             ]
-        total = sum(k.ms for k in kernels if k.op_type not in NOT_KERNELS)
+        total = total_ms(kernels)
         if self.clock == "cpu" and self.cpu and total > 0:
             scale = float(np.median(self.cpu)) / 1e6 / total
             kernels = [Kernel(k.name, k.op_type, k.ms * scale, k.precision, k.origin) for k in kernels]

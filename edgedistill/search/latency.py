@@ -31,7 +31,14 @@ from typing import TYPE_CHECKING, Any
 from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.spec import GeneratorSpec, spec_for_family
 from edgedistill.core.targets import Target, get_target
-from edgedistill.search.block_timing import ROUND_GROUP, block_names, summarize, time_local_many, time_remote
+from edgedistill.search.block_timing import (
+    ROUND_GROUP,
+    block_names,
+    summarize,
+    time_local_many,
+    time_remote,
+    total_ms,
+)
 from edgedistill.search.blocks import Block
 from edgedistill.search.latency_compile import (
     CALIB_SAMPLES,
@@ -59,7 +66,7 @@ from edgedistill.search.latency_table import (
     Prediction,
     default_cache_dir,
 )
-from edgedistill.search.speed_anchor import compile_anchor, kernels_ms, scaled
+from edgedistill.search.speed_anchor import compile_anchor, scaled
 
 if TYPE_CHECKING:
     import torch
@@ -300,7 +307,7 @@ def time_blocks(
             *timed, anchor_ks = time_remote(
                 host, [*arts, anchor], [*feeds, anchor_feed], threads, BLOCK_CALLS, ssh, log
             )
-            sessions = [(timed, table.session_scale("blocks", kernels_ms(anchor_ks)))]
+            sessions = [(timed, table.session_scale("blocks", total_ms(anchor_ks)))]
         else:
             sessions = []
             with progress_bar(
@@ -312,7 +319,7 @@ def time_blocks(
                         [*arts[i : i + step], anchor], [*feeds[i : i + step], anchor_feed], threads,
                         BLOCK_CALLS, BLOCK_SECONDS, advance=lambda n: advance(n - 1),
                     )  # fmt: skip
-                    sessions.append((timed, table.session_scale("blocks", kernels_ms(anchor_ks))))
+                    sessions.append((timed, table.session_scale("blocks", total_ms(anchor_ks))))
     timed_scaled = [scaled(ks, scale) for timed, scale in sessions for ks in timed]
     for b, ks in zip(blocks, timed_scaled, strict=True):
         table.put_block(b, summarize(ks, *block_names(b)))

@@ -24,7 +24,7 @@ import numpy as np
 
 from edgedistill.core.spec import spec_for_family
 from edgedistill.core.targets import Target
-from edgedistill.search.block_timing import NOT_KERNELS, Kernel
+from edgedistill.search.block_timing import Kernel
 
 ANCHOR = ("resnet", {"ngf": 8, "n_blocks": 1})
 ANCHOR_SIZE = (64, 64)
@@ -46,11 +46,6 @@ def compile_anchor(tgt: Target, work: Path) -> tuple[Path, dict[str, np.ndarray]
         model = create(family, **kwargs).eval()
     art = compile_whole(model, spec, tgt, size, work / "speed-anchor")  # type: ignore[arg-type]
     return art, spec.example_arrays(size=size, batch=1, seed=0)
-
-
-def kernels_ms(kernels: list[Kernel]) -> float:
-    """A profiled model's time: its kernels' sum."""
-    return sum(k.ms for k in kernels if k.op_type not in NOT_KERNELS)
 
 
 def scaled(kernels: list[Kernel], scale: float) -> list[Kernel]:
