@@ -363,3 +363,28 @@ def test_the_uniform_baseline_is_the_widest_that_measures_within_budget(tiny_gen
     assert result.uniform is not None and result.uniform.uniform == 0.5
     assert result.uniform.predicted_ms > budget >= result.uniform.measured_ms
     assert result.uniform.proxy_psnr is not None and result.chosen.measured_ms <= budget
+
+
+def test_the_next_width_up_is_timed_beside_the_baseline_not_alone(tiny_generators, tmp_path):
+    """Every session after the finalists' runs in a 1.3x slow minute. Width 0.5, 5 % under the budget at
+    the finalists' speed, timed alone would read 23 % over it; timed beside the baseline it reads true."""
+    from edgedistill.models.loading import load_generator
+
+    teacher = tiny_generators["dcgan"]
+    loaded = load_generator(str(teacher))
+    budget = (
+        _macs(sp.build(loaded.spec, sp.uniform_arch(sp.space_for(loaded.spec), 0.5)), loaded.spec)
+        / 1e6
+        / 1.05
+    )
+    sessions: list[int] = []
+
+    def measure(models):
+        sessions.append(len(models))
+        slow = 1.0 if len(sessions) == 1 else 1.3
+        return [slow * 0.95 * _macs(m, loaded.spec) / 1e6 for m in models]
+
+    result = _tiny_search(teacher, budget, tmp_path / "s", measure_fn=measure)
+    assert len(sessions) == 2 and sessions[1] == 2  # the next width up, with the baseline beside it
+    assert result.uniform is not None and result.uniform.uniform == 0.5
+    assert result.uniform.measured_ms == pytest.approx(0.95 * 1.05 * budget)

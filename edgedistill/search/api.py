@@ -235,7 +235,8 @@ def search(
         t0 = time.perf_counter()
         # the baseline is the widest uniform student that *measures* within budget: the next width up,
         # predicted over budget by less than the model's error, is measured too (one step, 36 % more
-        # MACs from 0.175 to 0.2, left photo-restore's ORT baseline at 77 % of its budget)
+        # MACs from 0.175 to 0.2, left photo-restore's ORT baseline at 77 % of its budget); each next
+        # width is timed beside the last, read at the finalists' session's speed (refine.measure_beside)
         while base is not None and (base.measured_ms or 0.0) <= latency_ms:
             up = min((c for c in cands.values() if c.uniform is not None and c.macs > base.macs), key=lambda c: c.macs,
                      default=None)  # fmt: skip
@@ -244,7 +245,7 @@ def search(
             if up.measured_ms is None:  # (the re-anchored search may have measured it)
                 if up.proxy_psnr is None:
                     kd(up)
-                up.measured_ms = float(measure([sp.build(spec, up.arch)])[0])
+                up.measured_ms = refine.measure_beside(measure, spec, up, base)
                 log(f"  measured {up.measured_ms:7.2f} ms (predicted {up.predicted_ms:.2f})  {sp.describe(up.arch)}: "
                     "the next uniform width up, predicted within the model's error of the budget")  # fmt: skip
                 finalists = sorted([*finalists, up], key=lambda c: -c.quality)
@@ -255,9 +256,9 @@ def search(
             smaller = [c for c in fits if c.uniform is not None and c.macs < base.macs]  # predicted to fit
             if not smaller:
                 break
-            base = max(smaller, key=lambda c: c.macs)
+            over, base = base, max(smaller, key=lambda c: c.macs)
             kd(base)
-            base.measured_ms = float(measure([sp.build(spec, base.arch)])[0])
+            base.measured_ms = refine.measure_beside(measure, spec, base, over)
             log(f"  measured {base.measured_ms:7.2f} ms (predicted {base.predicted_ms:.2f})  "
                 f"{sp.describe(base.arch)}: the next uniform width down, the last measured over budget")  # fmt: skip
             finalists = sorted([*finalists, base], key=lambda c: -c.quality)

@@ -133,3 +133,15 @@ def parents(fits: list[Candidate], n: int = 4) -> list[Candidate]:
 def uniform_base(fits: list[Candidate]) -> Candidate | None:
     """The baseline to beat: the widest uniform-width student within budget."""
     return max((c for c in fits if c.uniform is not None), key=lambda c: c.uniform or 0, default=None)
+
+
+def measure_beside(
+    measure: Callable[[list[Any]], list[float]], spec: Any, new: Candidate, ref: Candidate
+) -> float:
+    """`new` timed in one session with `ref` (already measured) and read at `ref`'s first session's speed.
+
+    Timed alone, a model measures this minute's speed of a shared VM as much as its own (20-25 %
+    between minutes, benchmarks/results/measure_grouping.md), and a uniform width 2 % under the budget
+    could read over it; the ratio of two models timed together holds within ~6 %."""
+    ms_new, ms_ref = measure([sp.build(spec, new.arch), sp.build(spec, ref.arch)])
+    return float(ms_new) * (ref.measured_ms / ms_ref) if ref.measured_ms and ms_ref > 0 else float(ms_new)
