@@ -388,3 +388,30 @@ def test_the_next_width_up_is_timed_beside_the_baseline_not_alone(tiny_generator
     assert len(sessions) == 2 and sessions[1] == 2  # the next width up, with the baseline beside it
     assert result.uniform is not None and result.uniform.uniform == 0.5
     assert result.uniform.measured_ms == pytest.approx(0.95 * 1.05 * budget)
+
+
+def test_the_next_width_up_is_weighed_in_measured_ms_when_the_table_reads_slow(tiny_generators, tmp_path):
+    """The table reads 1.2x slow (1.3x on width 0.5): re-anchored, 0.5 stays over the budget in the
+    table's units, but is within the model's error of it in measured ms, so it is measured, and fits."""
+    from edgedistill.models.loading import load_generator
+
+    teacher = tiny_generators["dcgan"]
+    loaded = load_generator(str(teacher))
+    space = sp.space_for(loaded.spec)
+    widest = sp.uniform_arch(space, 0.5)
+    budget = _macs(sp.build(loaded.spec, widest), loaded.spec) / 1e6 * 0.95 / 0.99
+
+    def table(m, s):
+        return (1.3 if _same(m, widest, s) else 1.2) * _macs(m, s) / 1e6
+
+    result = _tiny_search(
+        teacher, budget, tmp_path / "s", samples=8, predict_max=8, latency_fn=table,
+        measure_fn=lambda models: [0.95 * _macs(m, loaded.spec) / 1e6 for m in models],
+    )  # fmt: skip
+    assert result.measured_ratio == pytest.approx(0.95 / 1.2)
+    assert result.uniform is not None and result.uniform.uniform == 0.5
+    assert (
+        result.uniform.predicted_ms
+        > budget / result.measured_ratio
+        > result.uniform.measured_ms / result.measured_ratio
+    )

@@ -240,7 +240,12 @@ def search(
         while base is not None and (base.measured_ms or 0.0) <= latency_ms:
             up = min((c for c in cands.values() if c.uniform is not None and c.macs > base.macs), key=lambda c: c.macs,
                      default=None)  # fmt: skip
-            if up is None or up.predicted_ms is None or up.predicted_ms > (1 + PREDICTION_TOL) * latency_ms:
+            # (predictions read in measured ms: the table's scale here, now, is the finalists' ratio)
+            if (
+                up is None
+                or up.predicted_ms is None
+                or up.predicted_ms * (ratio or 1.0) > (1 + PREDICTION_TOL) * latency_ms
+            ):
                 break
             if up.measured_ms is None:  # (the re-anchored search may have measured it)
                 if up.proxy_psnr is None:
