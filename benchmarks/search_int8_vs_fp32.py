@@ -1,6 +1,7 @@
 """INT8 vs fp32 on ONNX Runtime of benchmarks/search.py's ORT students, in one interleaved profile.
 
     python benchmarks/search_int8_vs_fp32.py      # after benchmarks/search.py's ORT rows; ~2 min
+    python benchmarks/search_int8_vs_fp32.py --tag zen3   # writes search_int8_vs_fp32_zen3.*: another CPU's
 
 Each student of the ORT rows (scratch/search/bench/x86-onnxruntime-*ms/{searched,uniform}) is exported
 fp32 beside its INT8 export; all eight artifacts are profiled together (2 threads, 256x256).
@@ -9,6 +10,7 @@ Writes benchmarks/results/search_int8_vs_fp32.md and .json; prints each student'
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -24,6 +26,10 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tag", default="", help="suffix of the result files (another CPU kind's run)")
+    tag = ap.parse_args().tag
+    stem = "search_int8_vs_fp32" + (f"_{tag}" if tag else "")
     os.chdir(ROOT)
     models: dict[str, str] = {}
     for row in sorted(BENCH.glob("x86-onnxruntime-*ms")):
@@ -45,7 +51,7 @@ def main() -> None:
             f"no ORT rows under {BENCH}: run benchmarks/search.py --targets x86-onnxruntime first"
         )
     report = profile(models, threads=2, min_time=10, layers=0, size=(256, 256), roofline=False, progress=False,
-                     md_path=RESULTS / "search_int8_vs_fp32.md", json_path=RESULTS / "search_int8_vs_fp32.json")  # fmt: skip
+                     md_path=RESULTS / f"{stem}.md", json_path=RESULTS / f"{stem}.json")  # fmt: skip
     p50 = {m.name: m.stats.p50 for m in report.models if m.stats}
     for name in models:
         if name.endswith(" int8"):
