@@ -399,3 +399,30 @@ def test_the_next_width_up_is_weighed_in_measured_ms_when_the_table_reads_slow(t
         > budget / result.measured_ratio
         > result.uniform.measured_ms / result.measured_ratio
     )
+
+
+def test_the_uniform_student_is_chosen_when_the_best_architecture_only_ties_it(tiny_generators, tmp_path):
+    """The best architecture leads the uniform student by less than the proxy's noise: the uniform
+    student is chosen, unless the architecture measures faster by more than one session's noise."""
+    from edgedistill.models.loading import load_generator
+
+    teacher = tiny_generators["dcgan"]
+    loaded = load_generator(str(teacher))
+    width = sp.uniform_arch(sp.space_for(loaded.spec), 0.35)
+    base_ms = _macs(sp.build(loaded.spec, width), loaded.spec) / 1e6
+    best: dict = {}
+
+    def measure(models):  # the best architecture measures best["speed"] x the uniform student
+        return [best["speed"] * base_ms if best and _same(m, best["arch"], loaded.spec) else _macs(m, loaded.spec) / 1e6
+                for m in models]  # fmt: skip
+
+    plain = _tiny_search(teacher, base_ms * 1.15, tmp_path / "a", measure_fn=measure, tie_db=0.0)
+    assert plain.uniform is not None and plain.uniform.uniform == 0.35
+    lead = plain.chosen.quality - plain.uniform.quality
+    assert sp.arch_key(plain.chosen.arch) != sp.arch_key(width) and lead > 0
+    for speed, expected in ((1.0, width), (0.8, plain.chosen.arch)):
+        best.update(arch=plain.chosen.arch, speed=speed)
+        out = tmp_path / f"tied-{speed}"
+        tied = _tiny_search(teacher, base_ms * 1.15, out, measure_fn=measure, tie_db=lead + 0.01)
+        assert sp.arch_key(tied.chosen.arch) == sp.arch_key(expected), speed
+        assert json.loads((out / "arch.json").read_text()) == tied.chosen.arch

@@ -41,6 +41,8 @@ GROW_ROUNDS = 3  # rounds of children, each predicted before the next mutates th
 PREDICT_BATCH = 8  # candidates whose new blocks are timed together (over SSH: one session)
 PREDICTION_TOL = 0.10  # the latency model's error on 90-100 % of candidates (benchmarks/latency_model.py)
 REANCHOR_TOL = 0.08  # finalists measured this far off their predictions (median): search again, re-anchored
+PROXY_TIE_DB = 1.0  # a proxy lead under it distils to < ~0.4 dB: a tie (benchmarks/search_proxy_gap.py)
+SESSION_TOL = 0.06  # two models timed in one session: their ratio holds within this (measure_grouping.md)
 
 
 def search(
@@ -61,6 +63,7 @@ def search(
     band: float = 0.8,
     time_budget_s: float = 600.0,
     seed: int = 0,
+    tie_db: float = PROXY_TIE_DB,
     threads: int | None = 2,
     latency_fn: Callable[[Any, Any], float] | None = None,
     measure_fn: Callable[[list[Any]], list[float]] | None = None,
@@ -76,7 +79,9 @@ def search(
     `measure_fn(models) -> ms` the whole-model measurement of the finalists (`verify`; skipped when only
     `latency_fn` is given); `ssh` reaches `host` as `profile --host` does (search/latency.py).
     `qat`: the student will be distilled quantization-aware (compress's default for INT8), so INT8
-    latencies are measured as its export compiles it (search/latency_compile.py: as_qat_export)."""
+    latencies are measured as its export compiles it (search/latency_compile.py: as_qat_export).
+    `tie_db`: a proxy lead over the uniform student under it is a tie after distillation; then the
+    uniform student is chosen unless the other measures faster (refine.choose)."""
     import torch
 
     from edgedistill.core.targets import get_target
@@ -270,7 +275,10 @@ def search(
     wall["measure_s"] = round(wall.get("measure_s", 0.0) + time.perf_counter() - t0, 1)
     within = [c for c in finalists if c.measured_ms is None or c.measured_ms <= latency_ms]
     if within:
-        chosen = within[0]
+        chosen = refine.choose(within, base, tie_db, SESSION_TOL)
+        if chosen is base and within[0] is not base:
+            log(f"search: the best architecture leads the uniform student by {within[0].quality - base.quality:.2f} dB "
+                f"on the proxy (under {tie_db:g} dB: a tie once distilled) and is no faster: the uniform student is chosen")  # fmt: skip
     else:
         chosen = min(finalists, key=lambda c: c.measured_ms or 0)
         log(f"search: no finalist measured within {latency_ms} ms; the fastest, {chosen.measured_ms:.2f} ms, "

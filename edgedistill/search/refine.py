@@ -135,6 +135,24 @@ def uniform_base(fits: list[Candidate]) -> Candidate | None:
     return max((c for c in fits if c.uniform is not None), key=lambda c: c.uniform or 0, default=None)
 
 
+def choose(within: list[Candidate], base: Candidate | None, tie_db: float, faster: float) -> Candidate:
+    """The best finalist by the proxy, unless the uniform student ties it on both counts.
+
+    A new architecture must buy something over the plain `--width` student: a proxy lead of at least
+    `tie_db`, or a measured latency below the uniform student's by more than one session's noise
+    (`faster`). The 300-step proxy overstates leads: 1000-step distillation kept 0.4x of them on Zen3's
+    rows, and a 0.63 dB proxy lead (3 proxy seeds) became -0.06 dB (3 distillation seeds;
+    benchmarks/results/search_proxy_gap.md)."""
+    best = max(within, key=lambda c: c.quality)
+    if base is None or base is best or base not in within:
+        return best
+    ties = best.quality - base.quality < tie_db
+    no_faster = (best.measured_ms or best.predicted_ms or 0.0) > (1 - faster) * (
+        base.measured_ms or base.predicted_ms or 0.0
+    )
+    return base if ties and no_faster else best
+
+
 def measure_beside(
     measure: Callable[[list[Any]], list[float]], spec: Any, new: Candidate, ref: Candidate
 ) -> float:
