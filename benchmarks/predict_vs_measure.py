@@ -10,8 +10,8 @@ for the search to choose well is not one model's ratio measured/predicted (that 
 VM's speed from minute to minute) but that the ratios of one round agree: a table that prices one
 kind of student 25 % apart from another chooses between them wrongly. A fresh table (the default:
 a temporary cache) is built in one go; `--cache` reads one grown over a search's sessions.
-Writes benchmarks/results/predict_vs_measure.json and .md (with --cache: predict_vs_measure_given_cache.*);
-prints the CPU.
+Writes benchmarks/results/predict_vs_measure.json and .md (another --teacher, --no-qat and --cache add
+_TEACHER, _ptq and _given_cache to the name); prints the CPU.
 """
 
 from __future__ import annotations
@@ -91,7 +91,15 @@ def main() -> None:
     ]
     print("\n".join(lines))
     RESULTS.mkdir(exist_ok=True)
-    name = "predict_vs_measure" + ("_given_cache" if args.cache else "")
+    name = "predict_vs_measure" + "".join(
+        tag
+        for tag, on in (
+            (f"_{args.teacher}", args.teacher != "photo-restore"),
+            ("_ptq", args.no_qat),
+            ("_given_cache", bool(args.cache)),
+        )
+        if on
+    )
     write_text_atomic(RESULTS / f"{name}.md", "\n".join(lines) + "\n")
     result = {"host": host, "target": tgt.name, "qat_form": not args.no_qat, "fresh_table": not args.cache,
               "rows": rows, "round_spread": spread}  # fmt: skip
