@@ -91,15 +91,13 @@ def main() -> None:
     ]
     print("\n".join(lines))
     RESULTS.mkdir(exist_ok=True)
-    name = "predict_vs_measure" + "".join(
-        tag
-        for tag, on in (
-            (f"_{args.teacher}", args.teacher != "photo-restore"),
-            ("_ptq", args.no_qat),
-            ("_given_cache", bool(args.cache)),
-        )
-        if on
-    )
+    name = "predict_vs_measure"
+    if args.teacher != "photo-restore":
+        name += f"_{args.teacher}"
+    if args.no_qat:
+        name += "_ptq"
+    if args.cache:
+        name += "_given_cache"
     write_text_atomic(RESULTS / f"{name}.md", "\n".join(lines) + "\n")
     result = {"host": host, "target": tgt.name, "qat_form": not args.no_qat, "fresh_table": not args.cache,
               "rows": rows, "round_spread": spread}  # fmt: skip

@@ -1,4 +1,4 @@
-"""Does the proxy's lead over the uniform student predict the distilled lead, and how much is seed noise?
+"""Does the proxy's lead over the uniform student predict the distilled lead, seed after seed?
 
     python benchmarks/search_proxy_gap.py                 # every row of search.json whose search is in scratch/
     python benchmarks/search_proxy_gap.py --seeds 1 2 3   # proxy seeds re-scored (seed 0: the search's own)
@@ -8,7 +8,8 @@ For each row of `benchmarks/results/search.json` (benchmarks/search.py) whose se
 (search/proxy.py, as search() scores them: 300 steps, the pool of seed S, training seed S) is scored
 again with other seeds. Reports, per row, the proxy's lead (searched − uniform, dB) over seeds, mean
 ± sd, beside the distilled lead (mean over the row's distillation seeds). The search's choice is only
-worth a new architecture when the proxy's lead is beyond its seed noise: this says where that is.
+worth a new architecture when what distillation keeps of the proxy's lead is beyond distillation's own
+seed spread: this says how much it keeps (search/api.py: PROXY_TIE_DB).
 Writes benchmarks/results/search_proxy_gap.json/.md; prints the CPU it ran on.
 """
 

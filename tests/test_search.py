@@ -402,7 +402,7 @@ def test_the_next_width_up_is_weighed_in_measured_ms_when_the_table_reads_slow(t
 
 
 def test_the_uniform_student_is_chosen_when_the_best_architecture_only_ties_it(tiny_generators, tmp_path):
-    """The best architecture leads the uniform student by less than the proxy's noise: the uniform
+    """The best architecture leads the uniform student by less than `tie_db` on the proxy: the uniform
     student is chosen, unless the architecture measures faster by more than one session's noise."""
     from edgedistill.models.loading import load_generator
 
