@@ -145,16 +145,6 @@ def test_one_inputs_file_feeds_blocks_that_share_an_input_name() -> None:
     ].shape == (1, 3, 2, 2)
 
 
-def test_references_take_the_teachers_norm() -> None:
-    """The whole-model fit is made on references in the teacher's norm (a BatchNorm folds into its
-    conv, an InstanceNorm runs as kernels of its own), and kept apart per norm in the table."""
-    assert latency.reference_norm(spec_for_family("resnet", {"ngf": 8})) == "instance"
-    assert latency.reference_norm(spec_for_family("resnet", {"ngf": 8, "norm": "batch"})) == "batch"
-    assert latency.reference_norm(spec_for_family("unet", {"ngf": 8})) == "batch"
-    assert latency.reference_norm(spec_for_family("dcgan", {"ngf": 8})) is None
-    assert latency_table.io_key("image", (64, 64), "batch") == "image@64x64/batch"
-
-
 def test_a_block_counts_its_own_kernels_not_its_carriers() -> None:
     """A block is timed between stand-in convs: its kernels are told by the names they carry (ORT's
     `_token_N`, the quantizers' tensor names; OpenVINO's renamed deconvolution by the layers fused

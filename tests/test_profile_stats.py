@@ -75,6 +75,10 @@ def test_a_model_after_another_runtime_is_called_once_untimed_first():
     assert settle_calls("all", ["openvino", "openvino"]) == [True, True]
     assert settle_calls("none", ["torch", "openvino"]) == [False, False]
     assert settle_calls("switch", ["torch", "openvino"]) == [True, True]
+    # "short": the runtime switches and every model whose warm call ran under SHORT_CALL_MS
+    ort3 = ["onnxruntime"] * 3
+    assert settle_calls("short", ort3, [0.1, 15.0, 1.9]) == [True, False, True]
+    assert settle_calls("short", ["onnxruntime", "openvino"], [15.0, 30.0]) == [True, True]
     with pytest.raises(EdgeDistillError, match="settle must be"):
         settle_calls("sometimes", ["torch"])
     order: list[str] = []

@@ -13,9 +13,9 @@ every candidate with the same blocks.
 
 A whole model is not the sum of its blocks, so predicted = a + b * kernels + c * other blocks +
 d * upsampling blocks (search/latency_fit.py), fitted once per table on reference models measured
-whole and by blocks. The references span the search space's choices (block type, upsampling op,
-stem kernel, widths): fitted on plain ResNets only, the model charged every kernel of a
-depthwise-separable candidate as a plain ResNet's (benchmarks/latency_model.py).
+whole and by blocks (search/latency_refs.py). The references span the search space's choices
+(block type, upsampling op, stem kernel, widths): fitted on plain ResNets only, the model charged
+every kernel of a depthwise-separable candidate as a plain ResNet's (benchmarks/latency_model.py).
 
 This module runs the steps (measure the missing blocks, fit the references, time whole models);
 the names of the modules it is made of stay importable from here.
@@ -60,6 +60,7 @@ from edgedistill.search.latency_fit import (
     overhead_fit,
     whole_ms,
 )
+from edgedistill.search.latency_refs import REFERENCES, reference_norm, references
 from edgedistill.search.latency_table import (
     TABLE_FORMAT,
     LatencyTable,
@@ -103,6 +104,7 @@ __all__ = [
     "predict_latency",
     "predict_many",
     "reference_norm",
+    "references",
     "time_blocks",
     "time_compiled",
     "whole_ms",
@@ -110,36 +112,6 @@ __all__ = [
 
 BLOCK_CALLS, BLOCK_SECONDS = 15, 0.15  # per block: short, medians keep it steady
 WHOLE_MIN_TIME = 1.5
-# reference models the whole-model fit is made on, by generator kind: (family, kwargs of each)
-_R = "resnet"
-REFERENCES = {
-    "image": (
-        _R,
-        (
-            {"ngf": 8, "n_blocks": 2},
-            {"ngf": 16, "n_blocks": 4},
-            {"ngf": 24, "n_blocks": 6},
-            {
-                "widths": [8, 16, 32, 16, 8],
-                "n_blocks": 3,
-                "upsample": "nearest",
-                "kernel": 3,
-                "block": "dwsep",
-            },
-            {"widths": [12, 24, 48, 24, 12], "n_blocks": 2, "upsample": "bilinear", "kernel": 7},
-            {
-                "widths": [16, 32, 32, 32, 16],
-                "n_blocks": 5,
-                "upsample": "pixelshuffle",
-                "kernel": 3,
-                "block": "dwsep",
-            },
-            {"widths": [8, 12, 24, 12, 8], "n_blocks": 6, "upsample": "convtranspose", "block": "dwsep"},
-            {"widths": [24, 48, 48, 24, 24], "n_blocks": 1, "upsample": "pixelshuffle", "kernel": 7},
-        ),
-    ),
-    "noise": ("dcgan", ({"ngf": 16}, {"ngf": 32}, {"ngf": 48})),
-}
 
 
 # ------------------------------------------------------------------------------------------ public
@@ -201,10 +173,12 @@ def predict_many(
         missing = _missing(cuts, table)
         if missing:
             measure_blocks(missing, tgt, table, work, host, threads, progress, ssh, log)
-        norm = reference_norm(spec)
-        if overhead and table.overhead(spec.kind, size, norm) is None:
-            fit_overhead(table, spec.kind, size, tgt, host, threads, progress, ssh, log, norm)
-    return [table.predict(cut.blocks, spec.kind, size, overhead, norm) for cut in cuts]
+        family, variants, tag = references(spec)
+        if overhead and table.overhead(spec.kind, size, tag) is None:
+            fit_overhead(
+                table, spec.kind, size, tgt, host, threads, progress, ssh, log, family, variants, tag
+            )
+    return [table.predict(cut.blocks, spec.kind, size, overhead, tag) for cut in cuts]
 
 
 def measure_latency(
@@ -336,16 +310,15 @@ def fit_overhead(
     progress: bool = True,
     ssh: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
-    norm: str | None = None,
+    family: str = REFERENCES["image"][0],
+    variants: Sequence[dict[str, Any]] = REFERENCES["image"][1],
+    tag: str | None = None,
 ) -> dict[str, Any]:
-    """Measure the reference models whole and by blocks; fit whole = a + b * kernels + c * other
-    blocks + d * upsampling blocks (latency_fit.overhead_fit: d only where the references carry it).
-    `norm`: the references' norm (reference_norm), the fit kept under it."""
+    """Measure the reference models (`family` built with each of `variants`: see `references`) whole
+    and by blocks; fit whole = a + b * kernels + c * other blocks + d * upsampling blocks
+    (latency_fit.overhead_fit: d only where the references carry it), kept in the table under `tag`."""
     from edgedistill.models.registry import create
 
-    family, variants = REFERENCES.get(kind, REFERENCES["image"])
-    if norm:
-        variants = tuple({**kw, "norm": norm} for kw in variants)
     models, specs = [], []
     for kw in variants:
         spec = spec_for_family(family, kw)
@@ -369,7 +342,8 @@ def fit_overhead(
             compile_whole(m, s, tgt, _size(s, tgt, size if kind == "image" else None), work / f"w{i}")
             for i, (m, s) in enumerate(zip(models, specs, strict=True))
         ]
-        *wall, anchor_ms = time_compiled([*dirs, compile_anchor(tgt, work)[0]], tgt, host, threads, ssh=ssh)
+        anchor = compile_anchor(tgt, work)[0]
+        *wall, anchor_ms = time_compiled([*dirs, anchor], tgt, host, threads, ssh=ssh, hot=[len(dirs)])
         scale = table.session_scale("whole", anchor_ms)
         wall = [w * scale for w in wall]
     fit = overhead_fit(
@@ -386,28 +360,12 @@ def fit_overhead(
         }
         for kw, w, p in zip(variants, wall, preds, strict=True)
     ]
-    table.put_overhead(kind, size, fit, norm)
+    table.put_overhead(kind, size, fit, tag)
     table.save()
     return fit
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def reference_norm(spec: GeneratorSpec) -> str | None:
-    """The norm the references take: the teacher's. A BatchNorm folds into its conv, an InstanceNorm
-    runs as kernels of its own, and the two cost differently inside a whole model and cut into
-    blocks: fitted on InstanceNorm references, the model over-predicted a BatchNorm teacher's
-    candidates by 6-8 % on OpenVINO int8, on BatchNorm references by 0-2 % (benchmarks/latency_model.py
-    --space photo-restore). None for the noise kind (DCGAN references as they are)."""
-    import inspect
-
-    from edgedistill.models.registry import family_class
-
-    if spec.kind != "image" or spec.family not in ("resnet", "unet"):
-        return None
-    default = inspect.signature(family_class(spec.family).__init__).parameters["norm"].default
-    return str(spec.kwargs.get("norm") or default)
-
-
 def time_compiled(
     dirs: Sequence[Path],
     tgt: Target,
@@ -416,9 +374,13 @@ def time_compiled(
     min_time: float = WHOLE_MIN_TIME,
     ssh: dict[str, Any] | None = None,
     kernels: list[int] | None = None,
+    hot: Sequence[int] = (),
 ) -> list[float]:
     """p50 ms of each compiled model dir (compile_whole), timed in interleaved rounds in one session:
-    compile once, time as often as needed (benchmarks/measure_grouping.py)."""
+    compile once, time as often as needed (benchmarks/measure_grouping.py). A model faster than
+    runtime/session.py's SHORT_CALL_MS is timed hot, each timed call right after an untimed one of
+    its own (settle "short": settle_calls), as an app calls its one model; the models at positions
+    `hot` always are (the speed anchor, near that line on some CPUs, is timed alike in every session)."""
     from edgedistill.core.artifact import load_artifact
     from edgedistill.runtime.session import ProfileOptions, run_profile
     from edgedistill.runtime.sources import artifact_source
@@ -433,6 +395,8 @@ def time_compiled(
         layers=layers,
         layer_calls=5,
         roofline=False,
+        settle="short",
+        hot=[f"m{i}" for i in hot],
     )
     if host is None:
         report = run_profile(sources, opts)

@@ -1,0 +1,75 @@
+"""The references the whole-model fit is made on (search/latency_refs.py), and how whole models are timed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgedistill.core.spec import spec_for_family
+from edgedistill.core.targets import get_target
+from edgedistill.models.registry import create
+from edgedistill.search import latency, latency_table
+from edgedistill.search import space as sp
+from edgedistill.search.speed_anchor import compile_anchor
+
+
+def test_references_take_the_teachers_norm() -> None:
+    """The whole-model fit is made on references in the teacher's norm (a BatchNorm folds into its
+    conv, an InstanceNorm runs as kernels of its own), and kept apart per norm in the table."""
+    assert latency.reference_norm(spec_for_family("resnet", {"ngf": 8})) == "instance"
+    assert latency.reference_norm(spec_for_family("resnet", {"ngf": 8, "norm": "batch"})) == "batch"
+    assert latency.reference_norm(spec_for_family("unet", {"ngf": 8})) == "batch"
+    assert latency.reference_norm(spec_for_family("dcgan", {"ngf": 8})) is None
+    assert latency_table.io_key("image", (64, 64), "batch") == "image@64x64/batch"
+
+
+def test_a_noise_teachers_references_take_its_shape_and_span_its_candidates() -> None:
+    """The digits DCGAN's 32 px one-channel students were priced at 1.5-3x what they measured while the
+    fit came from 64 px three-channel DCGANs: references are built at the teacher's latent size,
+    channels and side, from narrower than its narrowest candidate to wider than its widest, enough of
+    them to fit the block scale, and each shape's fit is kept apart."""
+    spec = spec_for_family("dcgan", {"nz": 64, "nc": 1, "ngf": 64, "image_size": 32})
+    family, variants, tag = latency.references(spec)
+    assert len(variants) >= latency.MIN_REFS_FOR_SCALE
+    refs = [create(family, **kw) for kw in variants]
+    z = torch.randn(1, 64, 1, 1)
+    assert all(r(z).shape == (1, 1, 32, 32) for r in refs)
+    space = sp.space_for(spec)
+    narrowest = [space.width_choices(i)[0] for i in range(len(space.teacher_widths))]
+    widest = [space.width_choices(i)[-1] for i in range(len(space.teacher_widths))]
+    assert min(r.widths[0] for r in refs) <= narrowest[0] and max(r.widths[0] for r in refs) >= widest[0]
+    assert {kw.get("upsample", "convtranspose") for kw in variants} >= {
+        "convtranspose",
+        "nearest",
+        "pixelshuffle",
+    }
+    other = latency.references(spec_for_family("dcgan", {"nz": 100, "nc": 3, "ngf": 64, "image_size": 64}))
+    assert other[2] != tag
+
+
+def test_short_models_and_the_speed_anchor_are_timed_hot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Timed right after 23 other models, a 0.1 ms student read up to 2.5x its time alone: the
+    session that times whole models settles the short ones (an untimed call before each timed one),
+    and the model it is told is the speed anchor always, so that the anchor is timed alike in every
+    session whichever side of the line it falls on a CPU."""
+    from edgedistill.runtime import session
+
+    seen: list[list[bool]] = []
+    real = session.measure_rounds
+
+    def recording(*args, **kwargs):  # the real rounds, which calls are settled noted
+        seen.append(list(kwargs["settle"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(session, "measure_rounds", recording)
+    tgt = get_target("x86-onnxruntime", "fp32")
+    model_dir, _ = compile_anchor(tgt, tmp_path)
+    monkeypatch.setattr(session, "SHORT_CALL_MS", 1e6)  # every model short
+    assert all(ms > 0 for ms in latency.time_compiled([model_dir] * 2, tgt, threads=1, min_time=0.05))
+    monkeypatch.setattr(session, "SHORT_CALL_MS", 0.0)  # none short: only the anchor (position 1)
+    latency.time_compiled([model_dir] * 2, tgt, threads=1, min_time=0.05, hot=[1])
+    assert seen == [[True, True], [False, True]]
