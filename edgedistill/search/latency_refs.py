@@ -47,6 +47,7 @@ REFERENCES = {
 # summed to 2x the whole model): the fit must be made at the size of what it predicts
 NOISE_NGF_FRACTIONS = (0.06, 0.1, 0.16, 0.25, 0.4, 0.6)
 NOISE_OTHER_UPSAMPLES = ("nearest", "pixelshuffle")
+NOISE_OTHER_FRACTION = 0.25  # of the ngf, for those two: a mid-width candidate's
 
 
 def references(spec: GeneratorSpec) -> tuple[str, list[dict[str, Any]], str | None]:
@@ -65,7 +66,7 @@ def references(spec: GeneratorSpec) -> tuple[str, list[dict[str, Any]], str | No
     ngf = int(spec.kwargs.get("ngf", 64)) if spec.family == "dcgan" else 64
     base = {"nz": nz, "nc": nc, "image_size": side}
     ngfs = sorted({max(2, round(ngf * f)) for f in NOISE_NGF_FRACTIONS})
-    mid = max(2, round(ngf * 0.25))
+    mid = max(2, round(ngf * NOISE_OTHER_FRACTION))
     variants = [{**base, "ngf": n} for n in ngfs]
     variants += [{**base, "ngf": mid, "upsample": up} for up in NOISE_OTHER_UPSAMPLES]
     return "dcgan", variants, f"z{nz}-c{nc}-{side}px"
