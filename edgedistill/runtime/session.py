@@ -175,14 +175,17 @@ def _load(
     output = np.array(first, dtype=np.float32, copy=True) if first is not None else None
     del out
     rep.stage(f"warming up {src.label}")
-    res.warmup_calls = 2 + warm_up(runner.run, feed, max(opts.warmup - 1, 0), opts.warmup_time)
-    warm_ns, _ = time_call(runner.run, feed)
+    res.warmup_calls = 1 + warm_up(runner.run, feed, max(opts.warmup - 1, 0), opts.warmup_time)
+    warm_ms = 0.0
+    if opts.settle == "short":  # one more call, timed, for settle_calls to read (a teacher's can be long)
+        warm_ms = time_call(runner.run, feed)[0] / 1e6
+        res.warmup_calls += 1
     rss1, peak1 = rss_bytes(), peak_rss_bytes()
     if rss0 is not None and rss1 is not None:
         res.rss_growth_mb = round((rss1 - rss0 + src.preload.get("rss", 0)) / 2**20, 2)
     if peak0 is not None and peak1 is not None:
         res.peak_rss_growth_mb = round((peak1 - peak0 + src.preload.get("peak_rss", 0)) / 2**20, 2)
-    return _Live(src, res, runner, feed, output, warm_ms=warm_ns / 1e6)
+    return _Live(src, res, runner, feed, output, warm_ms=warm_ms)
 
 
 def _measure(
