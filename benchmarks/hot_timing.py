@@ -20,26 +20,16 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from edgedistill.core.artifact import load_artifact
 from edgedistill.core.atomic import write_text_atomic
 from edgedistill.core.targets import get_target
 from edgedistill.models.loading import load_generator
 from edgedistill.runtime.hostinfo import host_info
-from edgedistill.runtime.session import ProfileOptions, run_profile
-from edgedistill.runtime.sources import artifact_source
 from edgedistill.search import space as sp
-from edgedistill.search.latency import _size, compile_whole
+from edgedistill.search.latency import _size, compile_whole, time_compiled
 from edgedistill.search.latency_compile import as_qat_export
 
 RESULTS = Path(__file__).parent / "results"
 UNIFORM = {"digits-dcgan": (0.1, 0.2, 0.3, 0.5), "photo-restore": (0.1, 0.15, 0.22)}
-
-
-def p50s(dirs: list[Path], settle: str, threads: int, min_time: float) -> list[float]:
-    sources = [artifact_source(load_artifact(d), str(d), f"m{i}") for i, d in enumerate(dirs)]
-    opts = ProfileOptions(threads=threads, warmup=3, iterations=10, min_time=min_time, layers=0,
-                          roofline=False, settle=settle)  # fmt: skip
-    return [float(m.stats.p50) for m in run_profile(sources, opts).models]
 
 
 def main() -> None:
@@ -67,8 +57,14 @@ def main() -> None:
             for i, a in enumerate(archs)
         ]
         for _ in range(args.rounds):
-            alone = [p50s([d], "none", args.threads, 0.3)[0] for d in dirs]
-            rounds.append({"alone": alone, **{s: p50s(dirs, s, args.threads, 1.5) for s in ("none", "all")}})
+            alone = [
+                time_compiled([d], tgt, threads=args.threads, min_time=0.3, settle="none")[0] for d in dirs
+            ]
+            both = {
+                s: time_compiled(dirs, tgt, threads=args.threads, min_time=1.5, settle=s)
+                for s in ("none", "all")
+            }
+            rounds.append({"alone": alone, **both})
     rows = []
     for k, r in enumerate(rounds):
         for s in ("none", "all"):

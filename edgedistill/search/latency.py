@@ -375,11 +375,12 @@ def time_compiled(
     ssh: dict[str, Any] | None = None,
     kernels: list[int] | None = None,
     hot: Sequence[int] = (),
+    settle: str = "short",
 ) -> list[float]:
     """p50 ms of each compiled model dir (compile_whole), timed in interleaved rounds in one session:
     compile once, time as often as needed (benchmarks/measure_grouping.py). A model faster than
     runtime/session.py's SHORT_CALL_MS is timed hot, each timed call right after an untimed one of
-    its own (settle "short": settle_calls), as an app calls its one model; the models at positions
+    its own (`settle` "short": settle_calls), as an app calls its one model; the models at positions
     `hot` always are (the speed anchor, near that line on some CPUs, is timed alike in every session)."""
     from edgedistill.core.artifact import load_artifact
     from edgedistill.runtime.session import ProfileOptions, run_profile
@@ -395,7 +396,7 @@ def time_compiled(
         layers=layers,
         layer_calls=5,
         roofline=False,
-        settle="short",
+        settle=settle,
         hot=[f"m{i}" for i in hot],
     )
     if host is None:
