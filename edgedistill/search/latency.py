@@ -211,9 +211,15 @@ def measure_models(
     min_time: float = WHOLE_MIN_TIME,
     ssh: dict[str, Any] | None = None,
     kernels: list[int] | None = None,
+    typical: bool = False,
+    cache_dir: str | Path | None = None,
+    slowness: list[float] | None = None,
 ) -> list[float]:
     """p50 ms of each whole model, measured in interleaved rounds in one session (runtime/session.py).
-    `kernels`, when given, receives how many kernels each compiled model runs."""
+    `kernels`, when given, receives how many kernels each compiled model runs. `typical` times the
+    speed anchor with them and reads them at this machine's typical speed (the target's latency
+    table's LatencyTable.typical_scale): what the search judges against a budget, whatever the minute;
+    `slowness`, when given, receives how many times the typical speed's time this session ran."""
     tgt = _target(target, precision)
     with tempfile.TemporaryDirectory(prefix="edgedistill-latency-whole-") as work_str:
         work = Path(work_str)
@@ -221,7 +227,21 @@ def measure_models(
         for i, (model, spec) in enumerate(zip(models, specs, strict=True)):
             sz = _size(spec, tgt, size)
             dirs.append(compile_whole(model, spec, tgt, sz, work / f"m{i}"))
-        return time_compiled(dirs, tgt, host, threads, min_time, ssh, kernels)
+        if not typical:
+            return time_compiled(dirs, tgt, host, threads, min_time, ssh, kernels)
+        anchor = compile_anchor(tgt, work)[0]
+        counted: list[int] | None = [] if kernels is not None else None
+        *ms, anchor_ms = time_compiled(
+            [*dirs, anchor], tgt, host, threads, min_time, ssh, counted, hot=[len(dirs)]
+        )
+    if kernels is not None and counted is not None:
+        kernels.extend(counted[:-1])
+    table = LatencyTable.open(tgt, host, threads, cache_dir)
+    scale = table.typical_scale("whole", anchor_ms)
+    table.save()
+    if slowness is not None:
+        slowness.append(1 / scale)
+    return [m * scale for m in ms]
 
 
 # ------------------------------------------------------------------------------------------ steps

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import platform
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from edgedistill.search.latency_fit import is_upsampling, whole_ms
 # interleaved rounds, fits per reference norm; 4: the fit scales upsampling blocks
 # apart (d); 3: one scale on the blocks (c)
 TABLE_FORMAT = 9
+ANCHOR_SEEN = 64  # the speed anchor's times kept per timing kind: the typical speed is their median
 
 
 @dataclass
@@ -107,8 +109,27 @@ class LatencyTable:
         session's anchor is kept. A shared VM's speed moves 20-25 % between minutes while models timed
         together keep their ratios within ~6 % (benchmarks/results/measure_grouping.md): blocks timed in
         different sessions are then one scale, and a reference fit later under another norm too."""
-        first = self.data.setdefault("anchor", {}).setdefault(how, anchor_ms)
+        self._seen(how, anchor_ms)
+        first = self.data["anchor"].setdefault(how, anchor_ms)
         return first / anchor_ms if anchor_ms > 0 and first > 0 else 1.0
+
+    def typical_scale(self, how: str, anchor_ms: float) -> float:
+        """What turns this session's times into this machine's typical speed: the median of the speed
+        anchor's times over every session that timed it `how` (the table's own and each search's
+        finalists'), this one included. The search judges its finalists against the budget at it: the
+        table's first session is one minute, fast or slow, while the median of many is the speed the
+        device keeps, and a student chosen in a slow minute left a fifth of an OpenVINO budget unspent."""
+        seen = self._seen(how, anchor_ms)
+        typical = statistics.median(seen)
+        return typical / anchor_ms if anchor_ms > 0 and typical > 0 else 1.0
+
+    def _seen(self, how: str, anchor_ms: float) -> list[float]:
+        anchor = self.data.setdefault("anchor", {})
+        seen = anchor.setdefault(f"{how}_seen", [anchor[how]] if anchor.get(how) else [])
+        if anchor_ms > 0:
+            seen.append(round(anchor_ms, 5))
+        del seen[:-ANCHOR_SEEN]
+        return seen
 
     def overhead(
         self, kind: str, size: tuple[int, int] | None, norm: str | None = None

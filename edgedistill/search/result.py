@@ -41,6 +41,9 @@ class SearchResult:
     wall_s: dict[str, float] = field(default_factory=dict)
     out: Path | None = None
     measured_ratio: float | None = None  # finalists' median measured / predicted ms (search re-anchors off 1)
+    session_slowness: list[float] = field(
+        default_factory=list
+    )  # per measuring session: anchor's time / typical
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
