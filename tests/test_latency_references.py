@@ -82,7 +82,8 @@ def test_whole_models_read_at_the_typical_speed_whatever_the_minute(
     """The search judges its finalists against the budget at the machine's typical speed: the speed
     anchor is timed with them, and a session in which everything ran 3x slow (a shared VM's slow
     minute, a stolen core) reads them near their time in ordinary sessions, not 3x it. The typical
-    speed is the anchor's median over the sessions that timed it, so one slow session does not move it."""
+    speed is the anchor's median over the sessions that timed it, so one slow session does not move it;
+    the search adds sessions of the anchor alone between its phases (note_speed)."""
     model = create("resnet", ngf=4, n_blocks=1).eval()
     spec = spec_for_family("resnet", {"ngf": 4, "n_blocks": 1})
     tgt = get_target("x86-onnxruntime", "fp32")
@@ -101,3 +102,6 @@ def test_whole_models_read_at_the_typical_speed_whatever_the_minute(
     assert 0.5 < slow / min(ordinary) < 2.0, (ordinary, slow, raw)  # unscaled: ~3
     table = latency_table.LatencyTable.open(tgt, None, 1, tmp_path)
     assert len(table.data["anchor"]["whole_seen"]) == 4
+    assert latency.note_speed(tgt, threads=1, cache_dir=tmp_path) > 2.0  # the anchor alone, still slow
+    table = latency_table.LatencyTable.open(tgt, None, 1, tmp_path)
+    assert len(table.data["anchor"]["whole_seen"]) == 5

@@ -140,6 +140,10 @@ def search(
             log("search: half the time budget spent on latency; scoring what is predicted")
             break
         refine.predict_into(near[i : i + PREDICT_BATCH], predict, spec)
+    sample_speed = _speed_sampler(
+        tgt, host, threads, ssh, measure_fn is None and latency_fn is None and verify
+    )
+    sample_speed()
     wall["latency_s"] = round(time.perf_counter() - t0, 1)
     fits = [c for c in cands.values() if c.predicted_ms is not None and c.predicted_ms <= latency_ms]
     log(f"search: latency ({source_name}) predicted for "
@@ -173,6 +177,7 @@ def search(
                 fits.append(c)
         grown += children
         parents = refine.parents(fits)
+    sample_speed()
     wall["grow_s"] = round(time.perf_counter() - t0, 1)
     near_budget = sum(c.predicted_ms >= band * latency_ms for c in fits)  # type: ignore[operator]
     log(f"search: {len(grown)} grown towards the budget, {near_budget} fits within {band:.0%}-100 % of it")
@@ -361,6 +366,21 @@ def _measure_models(
         return ms
 
     return measure
+
+
+def _speed_sampler(
+    tgt: Any, host: str | None, threads: int | None, ssh: Any, real: bool
+) -> Callable[[], None]:
+    """The speed anchor timed alone between the search's phases (search/latency.py: note_speed): the
+    finalists are read at the median of its times, and a new table has but its references' one, which
+    on this VM ran 1.2x the anchor's time minutes before; a no-op where the measurement is not the target's."""
+    from edgedistill.search.latency import note_speed
+
+    def sample() -> None:
+        if real:
+            note_speed(tgt, None, host, threads=threads, ssh=ssh)
+
+    return sample
 
 
 def _ms_per_mac(measured: list[Candidate]) -> float:

@@ -99,6 +99,7 @@ __all__ = [
     "measure_blocks",
     "measure_latency",
     "measure_models",
+    "note_speed",
     "overhead_fit",
     "predict",
     "predict_latency",
@@ -242,6 +243,28 @@ def measure_models(
     if slowness is not None:
         slowness.append(1 / scale)
     return [m * scale for m in ms]
+
+
+def note_speed(
+    target: str | Path | Target,
+    precision: str | None = None,
+    host: str | None = None,
+    *,
+    threads: int | None = None,
+    ssh: dict[str, Any] | None = None,
+    cache_dir: str | Path | None = None,
+) -> float:
+    """Time the speed anchor alone, whole, into the table's typical speed (LatencyTable.typical_scale);
+    how many times its typical time it ran. The search samples it between its phases, so that a new
+    table's typical speed is the median of several minutes, not of its first session's few."""
+    tgt = _target(target, precision)
+    with tempfile.TemporaryDirectory(prefix="edgedistill-anchor-") as work:
+        anchor = compile_anchor(tgt, Path(work))[0]
+        (anchor_ms,) = time_compiled([anchor], tgt, host, threads, ssh=ssh, hot=[0])
+    table = LatencyTable.open(tgt, host, threads, cache_dir)
+    scale = table.typical_scale("whole", anchor_ms)
+    table.save()
+    return 1 / scale
 
 
 # ------------------------------------------------------------------------------------------ steps
