@@ -237,9 +237,7 @@ def measure_models(
         )
     if kernels is not None and counted is not None:
         kernels.extend(counted[:-1])
-    table = LatencyTable.open(tgt, host, threads, cache_dir)
-    scale = table.typical_scale("whole", anchor_ms)
-    table.save()
+    scale = _typical_scale(tgt, host, threads, cache_dir, anchor_ms)
     if slowness is not None:
         slowness.append(1 / scale)
     return [m * scale for m in ms]
@@ -261,10 +259,17 @@ def note_speed(
     with tempfile.TemporaryDirectory(prefix="edgedistill-anchor-") as work:
         anchor = compile_anchor(tgt, Path(work))[0]
         (anchor_ms,) = time_compiled([anchor], tgt, host, threads, ssh=ssh, hot=[0])
+    return 1 / _typical_scale(tgt, host, threads, cache_dir, anchor_ms)
+
+
+def _typical_scale(
+    tgt: Target, host: str | None, threads: int | None, cache_dir: str | Path | None, anchor_ms: float
+) -> float:
+    """The anchor's whole time, just measured, added to the target's table; the factor to its typical speed."""
     table = LatencyTable.open(tgt, host, threads, cache_dir)
     scale = table.typical_scale("whole", anchor_ms)
     table.save()
-    return 1 / scale
+    return scale
 
 
 # ------------------------------------------------------------------------------------------ steps

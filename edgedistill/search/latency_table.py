@@ -115,8 +115,8 @@ class LatencyTable:
 
     def typical_scale(self, how: str, anchor_ms: float) -> float:
         """What turns this session's times into this machine's typical speed: the median of the speed
-        anchor's times over every session that timed it `how` (the table's own and each search's
-        finalists'), this one included. The search judges its finalists against the budget at it: the
+        anchor's times over every session that timed it `how` (the table's own, each search's
+        finalists' and the anchor's alone between a search's phases), this one included. The search judges its finalists against the budget at it: the
         table's first session is one minute, fast or slow, while the median of many is the speed the
         device keeps, and a student chosen in a slow minute left a fifth of an OpenVINO budget unspent."""
         seen = self._seen(how, anchor_ms)

@@ -41,9 +41,8 @@ class SearchResult:
     wall_s: dict[str, float] = field(default_factory=dict)
     out: Path | None = None
     measured_ratio: float | None = None  # finalists' median measured / predicted ms (search re-anchors off 1)
-    session_slowness: list[float] = field(
-        default_factory=list
-    )  # per measuring session: anchor's time / typical
+    # per measuring session of the finalists: the speed anchor's time over its typical time
+    session_slowness: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
