@@ -23,12 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from measure_grouping import load_measured  # benchmarks/ is on sys.path: this script runs from it
+
 from edgedistill.core.atomic import write_text_atomic
-from edgedistill.core.targets import get_target
-from edgedistill.models.loading import load_generator
 from edgedistill.runtime.hostinfo import host_info
-from edgedistill.search import space as sp
-from edgedistill.search.latency import compile_whole, time_compiled
+from edgedistill.search.latency import time_compiled
 from edgedistill.search.speed_anchor import compile_anchor
 
 RESULTS = Path(__file__).parent / "results"
@@ -45,18 +44,12 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--span", type=float, default=480.0, help="seconds the sessions are spread over")
     args = ap.parse_args()
-    found = json.loads((args.search / "search.json").read_text())
-    spec = load_generator(found["teacher"]).spec
-    space = sp.space_for(spec)
-    measured = [c for c in found["candidates"] if c.get("measured_ms")]
-    tgt = get_target(found["target"], found["precision"])
-    size = tuple(found["size"] or spec.default_size or (256, 256))
-    names = [sp.describe(sp.canonical(space, c["arch"])) for c in measured]
-    n = len(measured)
+    run = load_measured(args.search)
+    found, tgt, names = run.found, run.tgt, run.names
+    n = len(names)
     raw: list[list[float]] = []  # per session: each model's p50, the anchor's last
     with tempfile.TemporaryDirectory(prefix="edgedistill-anchor-tracking-") as work:
-        dirs = [compile_whole(sp.build(spec, sp.canonical(space, c["arch"])), spec, tgt, size, Path(work) / f"m{i}")
-                for i, c in enumerate(measured)]  # fmt: skip
+        dirs = run.compile(Path(work))
         anchor = compile_anchor(tgt, Path(work))[0]
         gap = args.span / max(args.sessions - 1, 1)
         for s in range(args.sessions):

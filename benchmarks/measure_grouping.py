@@ -18,16 +18,46 @@ import argparse
 import json
 import statistics
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgedistill.core.atomic import write_text_atomic
-from edgedistill.core.targets import get_target
+from edgedistill.core.targets import Target, get_target
 from edgedistill.models.loading import load_generator
 from edgedistill.runtime.hostinfo import host_info
 from edgedistill.search import space as sp
 from edgedistill.search.latency import compile_whole, time_compiled
 
 RESULTS = Path(__file__).parent / "results"
+
+
+@dataclass
+class Measured:
+    """A search's candidates that it measured whole (its finalists), to be timed again."""
+
+    found: dict[str, Any]  # the search's search.json
+    spec: Any
+    tgt: Target
+    size: tuple[int, int]
+    cands: list[dict[str, Any]]
+    names: list[str]
+
+    def compile(self, work: Path) -> list[Path]:
+        """Each candidate compiled once, as the search compiles it (search/latency_compile.py)."""
+        space = sp.space_for(self.spec)
+        return [compile_whole(sp.build(self.spec, sp.canonical(space, c["arch"])), self.spec, self.tgt, self.size,
+                              work / f"m{i}") for i, c in enumerate(self.cands)]  # fmt: skip
+
+
+def load_measured(search_dir: Path) -> Measured:
+    found = json.loads((search_dir / "search.json").read_text())
+    spec = load_generator(found["teacher"]).spec
+    space = sp.space_for(spec)
+    cands = [c for c in found["candidates"] if c.get("measured_ms")]
+    size = tuple(found["size"] or spec.default_size or (256, 256))
+    names = [sp.describe(sp.canonical(space, c["arch"])) for c in cands]
+    return Measured(found, spec, get_target(found["target"], found["precision"]), size, cands, names)  # type: ignore[arg-type]
 
 
 def main() -> None:
@@ -38,20 +68,14 @@ def main() -> None:
         "--rounds", type=int, default=3, help="each grouping timed this often, orders alternating"
     )
     args = ap.parse_args()
-    found = json.loads((args.search / "search.json").read_text())
-    spec = load_generator(found["teacher"]).spec
-    space = sp.space_for(spec)
-    measured = [c for c in found["candidates"] if c.get("measured_ms")]
-    tgt = get_target(found["target"], found["precision"])
-    size = tuple(found["size"] or spec.default_size or (256, 256))
-    names = [sp.describe(sp.canonical(space, c["arch"])) for c in measured]
+    run = load_measured(args.search)
+    found, tgt, measured, names = run.found, run.tgt, run.cands, run.names
     n = len(measured)
     groups = {"all": list(range(n)), "first 5": list(range(min(5, n))), "last 2": list(range(max(0, n - 2), n)),
               **{f"alone {i}": [i] for i in range(n)}}  # fmt: skip
     times: dict[str, dict[int, list[float]]] = {g: {i: [] for i in idx} for g, idx in groups.items()}
     with tempfile.TemporaryDirectory(prefix="edgedistill-grouping-") as work:
-        dirs = [compile_whole(sp.build(spec, sp.canonical(space, c["arch"])), spec, tgt, size, Path(work) / f"m{i}")
-                for i, c in enumerate(measured)]  # fmt: skip
+        dirs = run.compile(Path(work))
         for r in range(args.rounds):
             order = list(groups.items()) if r % 2 == 0 else list(groups.items())[::-1]
             for g, idx in order:

@@ -353,9 +353,9 @@ def _measure_models(
     log: Callable[[str], None],
 ) -> Callable[[list[Any]], list[float]]:
     """Whole models timed in interleaved rounds in one session, on `host` when given, with the speed
-    anchor, and read at the machine's typical speed (search/latency.py: measure_models `typical`):
+    anchor, and read at the machine's typical speed (search/whole_timing.py: measure_models `typical`):
     finalists timed in a slow minute of a shared VM read over a budget they meet."""
-    from edgedistill.search.latency import measure_models
+    from edgedistill.search.whole_timing import measure_models
 
     def measure(models: list[Any]) -> list[float]:
         ms = measure_models(models, [spec] * len(models), tgt, tgt.precision, hw, host, threads=threads,
@@ -371,10 +371,10 @@ def _measure_models(
 def _speed_sampler(
     tgt: Any, host: str | None, threads: int | None, ssh: Any, real: bool
 ) -> Callable[[], None]:
-    """The speed anchor timed alone between the search's phases (search/latency.py: note_speed): the
+    """The speed anchor timed alone between the search's phases (search/whole_timing.py: note_speed): the
     finalists are read at the median of its times, and a new table has but its references' one, which
     on this VM ran 1.2x the anchor's time minutes before; a no-op where the measurement is not the target's."""
-    from edgedistill.search.latency import note_speed
+    from edgedistill.search.whole_timing import note_speed
 
     def sample() -> None:
         if real:
