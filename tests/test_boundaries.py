@@ -288,7 +288,7 @@ def test_quantize_leaves_root_logger_and_stdout_alone(
 
 
 def test_quiet_mutes_only_onnxruntime_in_the_calling_thread(captured_records, capsys):
-    from edgedistill.onnxtools.qdq import _quiet
+    from edgedistill.onnxtools.quiet import quiet
 
     ort_logger = logging.getLogger("onnxruntime.quantization.quant_utils")
     seen_ort: list[str] = []
@@ -296,7 +296,7 @@ def test_quiet_mutes_only_onnxruntime_in_the_calling_thread(captured_records, ca
     probe.emit = lambda r: seen_ort.append(r.getMessage())  # type: ignore[method-assign]
     ort_logger.addHandler(probe)
     try:
-        with _quiet():
+        with quiet():
             logging.getLogger("edgedistill.test.other").warning("during")
             ort_logger.warning("ort chatter")
             print("ort progress")

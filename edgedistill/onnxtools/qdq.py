@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import os
-import sys
 import tempfile
 import threading
 import time
@@ -32,6 +29,7 @@ from edgedistill.core.hashing import file_sha256
 from edgedistill.core.jsonfile import read_json
 from edgedistill.core.targets import QDQ_FORMS
 from edgedistill.onnxtools.checks import copy_metadata, load_onnx_checked
+from edgedistill.onnxtools.quiet import quiet
 
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Entropy with ORT's defaults (128 bins into 128 quantized bins) has a single candidate threshold,
@@ -140,7 +138,7 @@ def compute_ranges(
     elif calib.method == "percentile":
         options = {"num_bins": PERCENTILE_BINS, "percentile": float(calib.percentile), "symmetric": True}
     op_types = sorted(set(QDQRegistry) | set(QLinearOpsRegistry))
-    with _quiet():
+    with quiet():
         try:
             calibrator = create_calibrator(
                 pre,
@@ -164,7 +162,7 @@ def compute_ranges(
         raise EdgeDistillError(
             f"calibration set has inputs {sorted(calib.arrays)} but {fp32_onnx.name} takes {sorted(expected)}"
         )
-    with progress_bar(progress, f"calibrating ({calib.method})", len(calib)) as advance, _quiet():
+    with progress_bar(progress, f"calibrating ({calib.method})", len(calib)) as advance, quiet():
         for batch in _chunks(calib, chunk):
             try:
                 calibrator.collect_data(_Reader(batch))
@@ -211,7 +209,7 @@ def preprocess(fp32_onnx: Path, out: Path) -> Path:
     ):
         for skip_symbolic in (False, True):
             try:
-                with _quiet():
+                with quiet():
                     quant_pre_process(str(src), str(dst), skip_symbolic_shape=skip_symbolic)
                 return out
             except Exception as exc:
@@ -263,7 +261,7 @@ def quantize_qdq(
         data = {k: TensorData(lowest=_f32(lo), highest=_f32(hi)) for k, (lo, hi) in ranges.ranges.items()}
         save_tensors_data(TensorsData(method, data), cache)
         raw = tmp / "model.qdq.onnx"
-        with _quiet():
+        with quiet():
             try:
                 quantize_static(
                     str(pre),
@@ -353,107 +351,6 @@ def progress_bar(show: bool, what: str, total: int) -> Iterator[Any]:
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task(what, total=total)
         yield lambda n: bar.advance(task, n)
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Mute ORT's quantization tools in this thread: they print() progress and log a warning per
-    call. Nothing else is touched: other loggers, other threads' records and their stdout pass."""
-    _QUIETER.enter()
-    try:
-        yield
-    finally:
-        _QUIETER.exit()
-
-
-class _Quieter:
-    """The shared state of _quiet(): set up when the first thread enters, undone when the last leaves.
-
-    ORT talks three ways: its own loggers (raised to ERROR), the root logger's module functions
-    (`logging.warning(...)`, dropped by a filter on the root logger for records that come from
-    ORT's files in a quiet thread) and print() (a sys.stdout that drops a quiet thread's writes)."""
-
-    LOGGERS = ("onnxruntime.quantization", "onnxruntime.tools")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._depth: dict[int, int] = {}  # thread id -> how deep in _quiet() it is
-        self._levels: dict[str, int] = {}
-        self._stdout: _MutedForThreads | None = None
-        self._ort_dir = ""
-
-    def enter(self) -> None:
-        with self._lock:
-            if not self._depth:
-                self._setup()
-            me = threading.get_ident()
-            self._depth[me] = self._depth.get(me, 0) + 1
-
-    def exit(self) -> None:
-        with self._lock:
-            me = threading.get_ident()
-            self._depth[me] -= 1
-            if not self._depth[me]:
-                del self._depth[me]
-            if not self._depth:
-                self._teardown()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """False for ORT's own sub-error records from a quiet thread (a logging.Filter callable)."""
-        return not (
-            record.thread in self._depth
-            and record.levelno < logging.ERROR
-            and record.pathname.startswith(self._ort_dir)
-        )
-
-    def muted(self) -> bool:
-        return threading.get_ident() in self._depth
-
-    def _setup(self) -> None:
-        import onnxruntime
-
-        self._ort_dir = os.path.dirname(onnxruntime.__file__) + os.sep
-        for name in self.LOGGERS:
-            logger = logging.getLogger(name)
-            self._levels[name] = logger.level
-            logger.setLevel(logging.ERROR)
-        logging.getLogger().addFilter(self.filter)
-        self._stdout = _MutedForThreads(sys.stdout, self)
-        sys.stdout = self._stdout
-
-    def _teardown(self) -> None:
-        for name, level in self._levels.items():
-            logging.getLogger(name).setLevel(level)
-        self._levels.clear()
-        logging.getLogger().removeFilter(self.filter)
-        if self._stdout is not None and sys.stdout is self._stdout:  # leave a later replacement be
-            sys.stdout = self._stdout.target
-        self._stdout = None
-
-
-class _MutedForThreads:
-    """Stands in for sys.stdout: drops what quiet threads write, passes everyone else's through."""
-
-    def __init__(self, target: Any, quieter: _Quieter) -> None:
-        self.target = target
-        self._quieter = quieter
-
-    def write(self, text: str) -> int:
-        return len(text) if self._quieter.muted() else self.target.write(text)
-
-    def writelines(self, lines: Any) -> None:
-        for line in lines:
-            self.write(line)
-
-    def flush(self) -> None:
-        if not self._quieter.muted():
-            self.target.flush()
-
-    def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno, ... of the real stream
-        return getattr(self.target, name)
-
-
-_QUIETER = _Quieter()
 
 
 def _f32(x: float) -> Any:
