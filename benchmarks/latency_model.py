@@ -14,7 +14,11 @@ other blocks + d * upsampling blocks`, search/latency_fit.py) is made on the ref
 (search/latency.py REFERENCES), never on the candidates; benchmarks/latency_fit_variants.py compares
 fit forms on these measurements offline. Blocks are compiled in their carriers as the search compiles
 them (INT8 as the QAT student exports unless --no-qat); `time` also profiles every whole model kernel
-by kernel and keeps every kernel, so whose each kernel is can be read again from the measurements.
+by kernel and keeps every kernel, so whose each kernel is can be read again from the measurements:
+`report` also prints, per kind of block (depthwise, pointwise, 3x3, stem/head, upsampling), its
+kernels inside the candidates over the same blocks in their carriers. `--from-search S/search.json`
+takes as candidates the students a search measured whole (benchmarks/results/latency_model_ov_finalists.md:
+the OpenVINO full-budget finalists on a Zen3).
 """
 
 from __future__ import annotations
@@ -83,6 +87,16 @@ def space_candidates(
     return out
 
 
+def search_candidates(teacher: str, search_json: Path) -> list[dict[str, Any]]:
+    """The students a search measured whole (its finalists, uniform ones included), in `teacher`'s
+    kwargs: the models whose measured/predicted ratios the search acted on."""
+    from edgedistill.models.loading import load_generator
+
+    kwargs = load_generator(teacher).spec.kwargs
+    found = json.loads(search_json.read_text())["candidates"]
+    return [{**kwargs, **c["arch"]} for c in found if c.get("measured_ms")]
+
+
 # ------------------------------------------------------------------------------------------ prepare
 def prepare(
     out: Path,
@@ -94,6 +108,7 @@ def prepare(
     space: str | None = None,
     gmacs: tuple[float, float] = (0.5, 3.0),
     qat: bool = True,
+    from_search: Path | None = None,
 ) -> None:
     """Export and compile every block and whole model (INT8 as a QAT student's export compiles it,
     as the search times it, unless `qat` is False); with `shard` (i, k) only models i, i+k, ...
@@ -113,7 +128,10 @@ def prepare(
         norm = load_generator(space).spec.kwargs.get("norm")
         if norm and any(kw.get("norm", "instance") != norm for kw in refs):
             models += [(f"refn{i}", "ref-norm", fam, {**kw, "norm": norm}) for i, kw in enumerate(refs)]
-    cands = space_candidates(space, n, seed, size, gmacs) if space else candidates(n, seed)
+    if from_search:
+        cands = search_candidates(space or "photo-restore", from_search)
+    else:
+        cands = space_candidates(space, n, seed, size, gmacs) if space else candidates(n, seed)
     models += [(f"cand{i:02d}", "cand", "resnet", kw) for i, kw in enumerate(cands)]
     models = models[shard[0] :: shard[1]]
     for target, precision in configs:
@@ -364,6 +382,7 @@ def report(out: Path, results: Path) -> dict[str, Any]:
             "within_10pct_plain_refs": round(float(np.mean(plain_errs <= 10)), 3), "fitted_on": role,
             "median_signed_err_pct": round(float(np.median([r["err_pct"] for r in rows])), 2),
         }  # fmt: skip
+        cfg["inside_vs_carrier"] = inside_vs_carrier(plan, tim)
         summary["configs"].append(cfg)
         lines.append(
             f"| {cfg['target']} | {cfg['precision']} | {cfg['n']} | {cfg['median_abs_err_pct']:.1f} % | "
@@ -379,12 +398,79 @@ def report(out: Path, results: Path) -> dict[str, Any]:
         "| within 10 %, fit on 3 plain refs | median signed err | fitted on |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    text = "\n".join(head + lines)
+    kinds = [
+        "",
+        "Each kind of block inside its models (the whole model's kernels that name it) over the same block"
+        " in its carrier, summed over every occurrence in the candidates (1.00 = the carrier prices it right):",
+        "",
+        "| target | precision | block kind | occurrences | carrier ms | inside ms | inside / carrier |",
+        "|---|---|---|---:|---:|---:|---:|",
+        *(
+            f"| {c['target']} | {c['precision']} | {kind} | {v['n']} | {v['carrier_ms']:.2f} | "
+            f"{v['inside_ms']:.2f} | {v['ratio']:.2f} |"
+            for c in summary["configs"]
+            for kind, v in c["inside_vs_carrier"].items()
+        ),
+    ]
+    text = "\n".join(head + lines + kinds)
     print(text)
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(summary, indent=1) + "\n")
     results.with_suffix(".md").write_text(text + "\n")
     return summary
+
+
+def block_kind(desc: str) -> str:
+    """A block's kind from its table description ("Conv 3x3 64->64 s1 dw @64x64+Relu")."""
+    from edgedistill.search.latency import is_upsampling
+
+    head = desc.split("+")[0]
+    if is_upsampling(desc):
+        return "upsampling"
+    if " dw " in head:
+        return "depthwise"
+    op, k, chans, *_ = head.split(" ")
+    if "3" in chans.split("->"):
+        return f"stem/head {k}"
+    return f"{op} {k}" if k != "1x1" else "pointwise 1x1"
+
+
+def inside_vs_carrier(plan: dict[str, Any], tim: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per block kind, the candidates' blocks timed inside their whole model (its kernel profile)
+    against the same blocks in their carriers: which kind the carrier under- or over-prices. A
+    kernel inside the model is the block's whose node or tensor it names (or, fused, one of its
+    layers names), the earliest such block; a nameless one (a reorder) goes with the kernel after it."""
+    from edgedistill.search.block_timing import NOT_KERNELS, Kernel, _resolve
+
+    out: dict[str, dict[str, float]] = {}
+    for name, m in plan["models"].items():
+        if m["role"] != "cand" or name not in tim.get("whole_kernels", {}):
+            continue
+        kernels = [Kernel(*k) for k in tim["whole_kernels"][name] if k[1] not in NOT_KERNELS]
+        owns = [set(occ["own"]) for occ in m["occurrences"]]
+        owner: list[int | None] = []
+        for k in kernels:
+            names = [k.name, *filter(None, k.origin.split(","))]
+            owner.append(
+                next((i for n in names for i, own in enumerate(owns) if _resolve(n, own, set())), None)
+            )
+        follow = owner[-1] if owner else None
+        for i in reversed(range(len(owner))):
+            owner[i] = follow = owner[i] if owner[i] is not None else follow
+        inside = [0.0] * len(owns)
+        for k, i in zip(kernels, owner, strict=True):
+            if i is not None:
+                inside[i] += k.ms
+        for i, key in enumerate(m["blocks"]):
+            kind = block_kind(plan["blocks"][key]["desc"])
+            row = out.setdefault(kind, {"n": 0, "carrier_ms": 0.0, "inside_ms": 0.0})
+            row["n"] += 1
+            row["carrier_ms"] += tim["blocks"][key]["ms"]
+            row["inside_ms"] += inside[i]
+    for row in out.values():
+        row["ratio"] = round(row["inside_ms"] / row["carrier_ms"], 3) if row["carrier_ms"] else float("nan")
+        row["carrier_ms"], row["inside_ms"] = round(row["carrier_ms"], 3), round(row["inside_ms"], 3)
+    return dict(sorted(out.items()))
 
 
 def main() -> None:
@@ -397,6 +483,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument(
         "--space", default=None, help="candidates from this teacher's search space (e.g. photo-restore)"
+    )
+    ap.add_argument(
+        "--from-search",
+        type=Path,
+        help="candidates: the students this search.json measured whole (its teacher: --space)",
     )
     ap.add_argument("--gmacs", default="0.5,3.0", help="with --space: the candidates' MACs range, in GMACs")
     ap.add_argument(
@@ -422,7 +513,16 @@ def main() -> None:
         i, k = map(int, args.shard.split("/"))
         gmacs = tuple(map(float, args.gmacs.split(",")))
         prepare(
-            args.out, args.n, args.seed, (args.size, args.size), configs, (i, k), args.space, gmacs, args.qat
+            args.out,
+            args.n,
+            args.seed,
+            (args.size, args.size),
+            configs,
+            (i, k),
+            args.space,
+            gmacs,
+            args.qat,
+            args.from_search,
         )  # type: ignore[arg-type]
     if args.phase == "merge":
         merge(args.out)
