@@ -17,7 +17,9 @@ Steps, cheapest first, each narrowing what the next one pays for:
 5. measure those finalists whole on the target (here or on --host), and choose the best that measured
    within budget: the block model's prediction steers the search, the measurement decides. The
    baseline is the widest uniform student that measures within budget: the next width up is measured
-   too when predicted within the model's error of the budget, the next down when it measures over;
+   too when predicted within the model's error of the budget, the next down when it measures over.
+   Each session is read at the machine's typical speed through the speed anchor; a model timed in
+   several sessions is read from all of them, which ties their speeds (search/readings.py);
 6. where they measured more than 8 % off their predictions (median), the table's scale is off (timed in
    a slow or busy window): the budget is re-read in its units, and the uniform ladder, one round of
    children and their short KD are redone within it and measured, so the budget is spent, not guessed.
@@ -207,9 +209,11 @@ def search(
         _measure_models(spec, tgt, hw, host, threads, ssh, slowness, log) if latency_fn is None else None
     )
     ratio: float | None = None
+    factors: list[float] = []  # per measuring session: how far it read off the others (refine.Sessions)
     if measure is not None and verify:
-        for c, ms in zip(finalists, measure([sp.build(spec, c.arch) for c in finalists]), strict=True):
-            c.measured_ms = float(ms)
+        sessions = refine.Sessions(measure, spec)
+        sessions(finalists)
+        for c in finalists:
             log(f"  measured {c.measured_ms:7.2f} ms (predicted {c.predicted_ms:.2f})  {sp.describe(c.arch)}")
         ratio = measured_ratio(finalists)
         wall["measure_s"] = round(time.perf_counter() - t0, 1)
@@ -231,7 +235,7 @@ def search(
             t0 = time.perf_counter()
             added, new_base = refine.reanchor(cands, fits, latency_ms / ratio, space=space, spec=spec, hw=hw, rng=rng,
                                         grow_n=-(-evolve // GROW_ROUNDS), kd_n=max(2, kd_top // 2), band=band,
-                                        predict=predict, inherit=inherit, kd=kd, measure=measure,
+                                        predict=predict, inherit=inherit, kd=kd, measure=sessions,
                                         finalists=finalists)  # fmt: skip
             log(f"search: the finalists measured {ratio:.2f}x their predictions; re-anchored, the budget reads "
                 f"{latency_ms / ratio:.2f} ms in the table's units; measured again with the new ones, in one session")  # fmt: skip
@@ -247,7 +251,7 @@ def search(
         # the baseline is the widest uniform student that *measures* within budget: the next width up,
         # predicted over budget by less than the model's error, is measured too (one step, 36 % more
         # MACs from 0.175 to 0.2, left photo-restore's ORT baseline at 77 % of its budget); each next
-        # width is timed beside the last, read at the finalists' session's speed (refine.measure_beside)
+        # width is timed beside the last, read with it from every session that timed it (refine.Sessions)
         while base is not None and (base.measured_ms or 0.0) <= latency_ms:
             up = min((c for c in cands.values() if c.uniform is not None and c.macs > base.macs), key=lambda c: c.macs,
                      default=None)  # fmt: skip
@@ -261,7 +265,7 @@ def search(
             if up.measured_ms is None:  # (the re-anchored search may have measured it)
                 if up.proxy_psnr is None:
                     kd(up)
-                up.measured_ms = refine.measure_beside(measure, spec, up, base)
+                sessions([up, base])
                 log(f"  measured {up.measured_ms:7.2f} ms (predicted {up.predicted_ms:.2f})  {sp.describe(up.arch)}: "
                     "the next uniform width up, predicted within the model's error of the budget")  # fmt: skip
                 finalists = sorted([*finalists, up], key=lambda c: -c.quality)
@@ -274,10 +278,14 @@ def search(
                 break
             over, base = base, max(smaller, key=lambda c: c.macs)
             kd(base)
-            base.measured_ms = refine.measure_beside(measure, spec, base, over)
+            sessions([base, over])
             log(f"  measured {base.measured_ms:7.2f} ms (predicted {base.predicted_ms:.2f})  "
                 f"{sp.describe(base.arch)}: the next uniform width down, the last measured over budget")  # fmt: skip
             finalists = sorted([*finalists, base], key=lambda c: -c.quality)
+        factors = [round(f, 3) for f in sessions.readings.factors()]
+        if any(abs(f - 1) > SESSION_TOL for f in factors):
+            log(f"  (the measuring sessions read {', '.join(f'{f:.2f}x' for f in factors)} the speed they agree on: "
+                "each model is read from every session that timed it)")  # fmt: skip
     wall["measure_s"] = round(wall.get("measure_s", 0.0) + time.perf_counter() - t0, 1)
     within = [c for c in finalists if c.measured_ms is None or c.measured_ms <= latency_ms]
     if within:
@@ -294,7 +302,7 @@ def search(
     wall["total_s"] = round(time.perf_counter() - started, 1)
     result = SearchResult(teacher, tgt.name, tgt.precision, list(hw) if hw else None, latency_ms, source_name,
                           chosen, base, scored, front, wall, Path(out), ratio,
-                          [round(x, 3) for x in slowness])  # fmt: skip
+                          [round(x, 3) for x in slowness], factors)  # fmt: skip
     write_result(result)
     return result
 

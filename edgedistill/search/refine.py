@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edgedistill.search import space as sp
+from edgedistill.search.readings import Readings
 from edgedistill.search.result import Candidate
 
 LADDER_BATCH = 4  # uniform widths predicted together, until one is over budget
@@ -29,7 +30,7 @@ def reanchor(
     predict: Callable[[list[Any]], list[float]],
     inherit: Callable[[Candidate], None],
     kd: Callable[[Candidate], None],
-    measure: Callable[[list[Any]], list[float]],
+    measure: Callable[[list[Candidate]], None],
     finalists: list[Candidate],
 ) -> tuple[list[Candidate], Candidate | None]:
     """Search again within `scaled_ms`, the budget in the table's units: the uniform ladder predicted up
@@ -37,7 +38,8 @@ def reanchor(
     candidates near it short-KD'd and measured. The `finalists` are measured again with them, in the
     same session: a shared VM's speed moves 20-25 % between minutes while the ratios of models timed
     together hold within ~6 % (benchmarks/results/measure_grouping.md), so new and old are compared
-    at one speed. Returns the new ones measured (they extend `fits`) and the baseline."""
+    at one speed, and each finalist is read from both sessions (`measure`: a Sessions). Returns the
+    new ones measured (they extend `fits`) and the baseline."""
     predict_ladder(cands, predict, spec, scaled_ms)
     known = {sp.arch_key(c.arch) for c in fits}
     new = [c for c in cands.values() if c.predicted_ms is not None and c.predicted_ms <= scaled_ms
@@ -57,9 +59,7 @@ def reanchor(
     for c in todo:
         if c.proxy_psnr is None:
             kd(c)
-    session = [*todo, *(c for c in finalists if all(c is not t for t in todo))]
-    for c, ms in zip(session, measure([sp.build(spec, c.arch) for c in session]), strict=True):
-        c.measured_ms = float(ms)
+    measure([*todo, *(c for c in finalists if all(c is not t for t in todo))])
     return todo, base
 
 
@@ -153,13 +153,28 @@ def choose(within: list[Candidate], base: Candidate | None, tie_db: float, faste
     return base if ties and no_faster else best
 
 
-def measure_beside(
-    measure: Callable[[list[Any]], list[float]], spec: Any, new: Candidate, ref: Candidate
-) -> float:
-    """`new` timed in one session with `ref` (already measured) and read at `ref`'s first session's speed.
+class Sessions:
+    """The search's whole-model measuring sessions: each batch of candidates timed together, and every
+    candidate measured so far read from all the sessions that timed it (search/readings.py).
 
     Timed alone, a model measures this minute's speed of a shared VM as much as its own (20-25 %
-    between minutes, benchmarks/results/measure_grouping.md), and a uniform width 2 % under the budget
-    could read over it; the ratio of two models timed together holds within ~6 %."""
-    ms_new, ms_ref = measure([sp.build(spec, new.arch), sp.build(spec, ref.arch)])
-    return float(ms_new) * (ref.measured_ms / ms_ref) if ref.measured_ms and ms_ref > 0 else float(ms_new)
+    between minutes, benchmarks/results/measure_grouping.md); models timed together keep their ratio
+    within ~6 %, and a model timed in two sessions ties their speeds: a uniform width timed beside
+    the baseline is read at the speed of every session the baseline was in, not this minute's."""
+
+    def __init__(
+        self,
+        measure: Callable[[list[Any]], list[float]],
+        spec: Any,
+        build: Callable[[Any, dict[str, Any]], Any] = sp.build,
+    ) -> None:
+        self._measure, self._spec, self._build = measure, spec, build
+        self.readings = Readings()
+        self._timed: dict[str, Candidate] = {}
+
+    def __call__(self, batch: list[Candidate]) -> None:
+        times = self._measure([self._build(self._spec, c.arch) for c in batch])
+        self.readings.add({sp.arch_key(c.arch): float(t) for c, t in zip(batch, times, strict=True)})
+        self._timed.update((sp.arch_key(c.arch), c) for c in batch)
+        for key, ms in self.readings.ms().items():
+            self._timed[key].measured_ms = ms

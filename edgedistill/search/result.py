@@ -43,6 +43,9 @@ class SearchResult:
     measured_ratio: float | None = None  # finalists' median measured / predicted ms (search re-anchors off 1)
     # per measuring session of the finalists: the speed anchor's time over its typical time
     session_slowness: list[float] = field(default_factory=list)
+    # per measuring session: how far it read off the speed the sessions agree on, once each model is
+    # read from every session that timed it (search/readings.py); 1.0 each where they agree
+    session_factors: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
