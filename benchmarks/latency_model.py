@@ -16,7 +16,7 @@ fit forms on these measurements offline. Blocks are compiled in their carriers a
 them (INT8 as the QAT student exports unless --no-qat); `time` also profiles every whole model kernel
 by kernel and keeps every kernel, so whose each kernel is can be read again from the measurements:
 `report` also prints, per kind of block (depthwise, pointwise, 3x3, stem/head, upsampling), its
-kernels inside the candidates over the same blocks in their carriers. `--from-search S/search.json`
+kernels inside the candidates over the same blocks in their carriers (benchmarks/inside_vs_carrier.py). `--from-search S/search.json`
 takes as candidates the students a search measured whole (benchmarks/results/latency_model_ov_finalists.md:
 the OpenVINO full-budget finalists on a Zen3).
 """
@@ -321,6 +321,8 @@ def time_all(out: Path, threads: int | None, min_time: float, only: str = "", cl
 
 # ------------------------------------------------------------------------------------------ report
 def report(out: Path, results: Path) -> dict[str, Any]:
+    from inside_vs_carrier import inside_vs_carrier
+
     from edgedistill.search.latency import is_upsampling, overhead_fit, whole_ms
 
     summary: dict[str, Any] = {"configs": []}
@@ -382,7 +384,7 @@ def report(out: Path, results: Path) -> dict[str, Any]:
             "within_10pct_plain_refs": round(float(np.mean(plain_errs <= 10)), 3), "fitted_on": role,
             "median_signed_err_pct": round(float(np.median([r["err_pct"] for r in rows])), 2),
         }  # fmt: skip
-        cfg["inside_vs_carrier"] = inside_vs_carrier(plan, tim)
+        cfg["inside_vs_carrier"] = inside_vs_carrier(plan, tim)  # benchmarks/inside_vs_carrier.py
         summary["configs"].append(cfg)
         lines.append(
             f"| {cfg['target']} | {cfg['precision']} | {cfg['n']} | {cfg['median_abs_err_pct']:.1f} % | "
@@ -418,59 +420,6 @@ def report(out: Path, results: Path) -> dict[str, Any]:
     results.write_text(json.dumps(summary, indent=1) + "\n")
     results.with_suffix(".md").write_text(text + "\n")
     return summary
-
-
-def block_kind(desc: str) -> str:
-    """A block's kind from its table description ("Conv 3x3 64->64 s1 dw @64x64+Relu")."""
-    from edgedistill.search.latency import is_upsampling
-
-    head = desc.split("+")[0]
-    if is_upsampling(desc):
-        return "upsampling"
-    if " dw " in head:
-        return "depthwise"
-    op, k, chans, *_ = head.split(" ")
-    if "3" in chans.split("->"):
-        return f"stem/head {k}"
-    return f"{op} {k}" if k != "1x1" else "pointwise 1x1"
-
-
-def inside_vs_carrier(plan: dict[str, Any], tim: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Per block kind, the candidates' blocks timed inside their whole model (its kernel profile)
-    against the same blocks in their carriers: which kind the carrier under- or over-prices. A
-    kernel inside the model is the block's whose node or tensor it names (or, fused, one of its
-    layers names), the earliest such block; a nameless one (a reorder) goes with the kernel after it."""
-    from edgedistill.search.block_timing import NOT_KERNELS, Kernel, _resolve
-
-    out: dict[str, dict[str, float]] = {}
-    for name, m in plan["models"].items():
-        if m["role"] != "cand" or name not in tim.get("whole_kernels", {}):
-            continue
-        kernels = [Kernel(*k) for k in tim["whole_kernels"][name] if k[1] not in NOT_KERNELS]
-        owns = [set(occ["own"]) for occ in m["occurrences"]]
-        owner: list[int | None] = []
-        for k in kernels:
-            names = [k.name, *filter(None, k.origin.split(","))]
-            owner.append(
-                next((i for n in names for i, own in enumerate(owns) if _resolve(n, own, set())), None)
-            )
-        follow = owner[-1] if owner else None
-        for i in reversed(range(len(owner))):
-            owner[i] = follow = owner[i] if owner[i] is not None else follow
-        inside = [0.0] * len(owns)
-        for k, i in zip(kernels, owner, strict=True):
-            if i is not None:
-                inside[i] += k.ms
-        for i, key in enumerate(m["blocks"]):
-            kind = block_kind(plan["blocks"][key]["desc"])
-            row = out.setdefault(kind, {"n": 0, "carrier_ms": 0.0, "inside_ms": 0.0})
-            row["n"] += 1
-            row["carrier_ms"] += tim["blocks"][key]["ms"]
-            row["inside_ms"] += inside[i]
-    for row in out.values():
-        row["ratio"] = round(row["inside_ms"] / row["carrier_ms"], 3) if row["carrier_ms"] else float("nan")
-        row["carrier_ms"], row["inside_ms"] = round(row["carrier_ms"], 3), round(row["inside_ms"], 3)
-    return dict(sorted(out.items()))
 
 
 def main() -> None:
