@@ -32,7 +32,7 @@ def inside_vs_carrier(plan: dict[str, Any], tim: dict[str, Any]) -> dict[str, di
     against the same blocks in their carriers: which kind the carrier under- or over-prices. A
     kernel inside the model is the block's whose node or tensor it names (or, fused, one of its
     layers names), the earliest such block; a nameless one (a reorder) goes with the kernel after it."""
-    from edgedistill.search.block_timing import NOT_KERNELS, Kernel, _resolve
+    from edgedistill.search.block_timing import NOT_KERNELS, Kernel, owner
 
     out: dict[str, dict[str, float]] = {}
     for name, m in plan["models"].items():
@@ -40,17 +40,14 @@ def inside_vs_carrier(plan: dict[str, Any], tim: dict[str, Any]) -> dict[str, di
             continue
         kernels = [Kernel(*k) for k in tim["whole_kernels"][name] if k[1] not in NOT_KERNELS]
         owns = [set(occ["own"]) for occ in m["occurrences"]]
-        owner: list[int | None] = []
+        owner_of: list[int | None] = []
         for k in kernels:
-            names = [k.name, *filter(None, k.origin.split(","))]
-            owner.append(
-                next((i for n in names for i, own in enumerate(owns) if _resolve(n, own, set())), None)
-            )
-        follow = owner[-1] if owner else None
-        for i in reversed(range(len(owner))):
-            owner[i] = follow = owner[i] if owner[i] is not None else follow
+            owner_of.append(next((i for i, own in enumerate(owns) if owner(k, own, set())), None))
+        follow = owner_of[-1] if owner_of else None
+        for i in reversed(range(len(owner_of))):
+            owner_of[i] = follow = owner_of[i] if owner_of[i] is not None else follow
         inside = [0.0] * len(owns)
-        for k, i in zip(kernels, owner, strict=True):
+        for k, i in zip(kernels, owner_of, strict=True):
             if i is not None:
                 inside[i] += k.ms
         for i, key in enumerate(m["blocks"]):
