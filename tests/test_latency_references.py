@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,8 @@ def test_whole_models_read_at_the_typical_speed_whatever_the_minute(
     """The search judges its finalists against the budget at the machine's typical speed: the speed
     anchor is timed with them, and a session in which everything ran 3x slow (a shared VM's slow
     minute, a stolen core) reads them near their time in ordinary sessions, not 3x it. The typical
-    speed is the anchor's median over the sessions that timed it, so one slow session does not move it;
+    speed is a trimmed level of the anchor's times over the sessions that timed it (the log mean of their
+    middle half), so one slow session does not move it;
     the search adds sessions of the anchor alone between its phases (note_speed)."""
     model = create("resnet", ngf=4, n_blocks=1).eval()
     spec = spec_for_family("resnet", {"ngf": 4, "n_blocks": 1})
@@ -105,3 +107,16 @@ def test_whole_models_read_at_the_typical_speed_whatever_the_minute(
     assert latency.note_speed(tgt, threads=1, cache_dir=tmp_path) > 2.0  # the anchor alone, still slow
     table = latency_table.LatencyTable.open(tgt, None, 1, tmp_path)
     assert len(table.data["anchor"]["whole_seen"]) == 5
+
+
+def test_the_typical_anchor_time_is_not_moved_by_one_slow_session_and_reads_two_modes_by_their_shares():
+    """The typical speed's level (LatencyTable.typical_scale): a 3x session among ordinary ones is cut,
+    and a VM that runs in two modes is read between them, nearer the one it keeps more, where a
+    median jumps to whichever mode holds the middle sample."""
+    level = latency_table.TYPICAL_LEVEL
+    assert level([5.0, 5.1, 5.2, 5.0, 15.0]) == pytest.approx(5.1, rel=0.02)
+    fast, slow = [5.4] * 4, [7.8] * 5
+    two_modes = level(fast + slow)
+    assert 5.4 < two_modes < 7.8 and abs(two_modes - 7.8) < abs(two_modes - 5.4)
+    assert statistics.median(fast + slow) == 7.8  # one more slow session than fast ones: all the way
+    assert level([6.0]) == 6.0

@@ -380,8 +380,9 @@ def _speed_sampler(
     tgt: Any, host: str | None, threads: int | None, ssh: Any, real: bool
 ) -> Callable[[], None]:
     """The speed anchor timed alone between the search's phases (search/whole_timing.py: note_speed): the
-    finalists are read at the median of its times, and a new table has but its references' one, which
-    on this VM ran 1.2x the anchor's time minutes before; a no-op where the measurement is not the target's."""
+    finalists are read at a level of its times (LatencyTable.typical_scale), and a new table has but
+    its references' one, which on this VM ran 1.2x the anchor's time minutes before; a no-op where the
+    measurement is not the target's."""
     from edgedistill.search.whole_timing import note_speed
 
     def sample() -> None:

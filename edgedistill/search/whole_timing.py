@@ -5,7 +5,7 @@
 A whole model is compiled as export compiles it (search/latency_compile.py) and timed in interleaved
 rounds in one session (runtime/session.py), here or over SSH; the search times its finalists so,
 with the speed anchor (search/speed_anchor.py) in the session, and reads them at the machine's
-typical speed: the anchor's median time over every session that timed it (LatencyTable.typical_scale).
+typical speed: a trimmed level of the anchor's times over every session that timed it (LatencyTable.typical_scale).
 On a shared VM the same model runs 20-25 % faster or slower from one minute to the next; read as
 timed, finalists measured in a slow minute read over a budget they meet.
 """
@@ -102,7 +102,7 @@ def note_speed(
 ) -> float:
     """Time the speed anchor alone, whole, into the table's typical speed (LatencyTable.typical_scale);
     how many times its typical time it ran. The search samples it between its phases, so that a new
-    table's typical speed is the median of several minutes, not of its first session's few."""
+    table's typical speed is a level of several minutes, not of its first session's few."""
     tgt = as_target(target, precision)
     with tempfile.TemporaryDirectory(prefix="edgedistill-anchor-") as work:
         anchor = compile_anchor(tgt, Path(work))[0]
