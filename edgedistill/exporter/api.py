@@ -32,7 +32,7 @@ from edgedistill.exporter.gate import (
     run_gate,
     speed_cost,
 )
-from edgedistill.exporter.manifest import target_dict, write_manifest
+from edgedistill.exporter.manifest import export_manifest, target_dict, write_manifest
 
 DEFAULT_MIN_PSNR = 35.0
 DEFAULT_MIN_AGREEMENT = 99.5  # a classifier's gate: % of held-out inputs whose top-1 matches fp32
@@ -115,7 +115,7 @@ def export(
             for item in outcome.out_dir.iterdir():
                 dest = tmp / item.name
                 (shutil.copytree if item.is_dir() else shutil.copy2)(item, dest)
-            manifest = _manifest(src, tgt, outcome, calib, held, min_psnr)
+            manifest = export_manifest(src, tgt, outcome, calib, held, min_psnr)
             if qat is not None:  # the scales came from quantization-aware training, not calibration
                 manifest["qat"] = {"steps": qat.get("steps"), "scales": len(qat["scales"])}
             manifest = write_manifest(tmp, manifest)
@@ -370,67 +370,6 @@ def _rank_by_compiling(
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _manifest(
-    src: SourceModel,
-    tgt: Target,
-    outcome: GateOutcome,
-    calib: CalibrationSet | None,
-    held: CalibrationSet,
-    min_psnr: float | None,
-) -> dict[str, Any]:
-    result = outcome.result
-    return {
-        "format": 1,
-        "model": src.name,
-        "target": {
-            **target_dict(tgt),
-            "input_size": src.spec.default_size if src.spec.kind == "image" else None,
-        },
-        "backend": tgt.backend,
-        "precision": result.precision,
-        "files": result.files,
-        "spec": src.spec.to_dict(),
-        "macs": src.macs,
-        "params": src.params,
-        "quality": {
-            **outcome.quality.to_dict(),
-            ("min_agreement" if src.spec.kind == "classifier" else "min_psnr"): min_psnr,
-            "passed": outcome.passed,
-            "before_fallback": outcome.attempts[0].quality.to_dict(),
-        },
-        "kept_higher_precision": result.kept_higher_precision,
-        "gate": {
-            "attempts": [
-                {"kept": len(a.kept), "psnr_vs_fp32": round(a.quality.psnr_vs_fp32, 3)}
-                for a in outcome.attempts
-            ],
-            "sensitivity": outcome.ranking[:16],
-            "ranked_by": outcome.ranked_by,
-            "kept_by_target": outcome.policy_kept,
-            "kept_by_gate": [k for k in result.kept_higher_precision if k not in outcome.policy_kept],
-            "speed": outcome.speed,
-        },
-        "onnx": src.onnx_info,
-        "calibration": {
-            "source": (calib or held).source,
-            **_calibration_facts(calib or held),
-            "samples": len(calib) if calib else 0,
-            "held_out": len(held),
-            "method": calib.method if calib else None,
-            "percentile": calib.percentile if calib and calib.method == "percentile" else None,
-        },
-        "portable_onnx": result.portable_onnx,
-        "backend_info": result.extra,
-        "notes": result.notes,
-    }
-
-
-def _calibration_facts(calib: CalibrationSet) -> dict[str, Any]:
-    """Kind and content fingerprint of the calibration source: what calibration.json records too."""
-    plan = calib.meta.get("plan") or {}
-    return {"kind": plan.get("kind"), "fingerprint": plan.get("fingerprint"), "recipe": plan.get("recipe")}
-
-
 def _synthetic_calibration(model: str | Path) -> Path | None:
     """A data-free run's own synthetic inputs (datafree/api.py writes them): calibrating needs no real image."""
     path = Path(model) / "calibration.npz"
