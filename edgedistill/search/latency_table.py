@@ -154,8 +154,9 @@ class LatencyTable:
         table's first session is one minute, fast or slow, while a level of many is the speed the
         device keeps, and a student chosen in a slow minute left a fifth of an OpenVINO budget unspent."""
         seen = self._seen(how, anchor_ms)
-        typical = TYPICAL_LEVEL(seen)
-        return typical / anchor_ms if anchor_ms > 0 and typical > 0 else 1.0
+        if anchor_ms <= 0 or not seen:
+            return 1.0
+        return TYPICAL_LEVEL(seen) / anchor_ms
 
     def _seen(self, how: str, anchor_ms: float) -> list[float]:
         anchor = self.data.setdefault("anchor", {})
