@@ -50,7 +50,7 @@ def main() -> None:
     raw: list[list[float]] = []  # per session: each model's p50, the anchor's last
     with tempfile.TemporaryDirectory(prefix="edgedistill-anchor-tracking-") as work:
         dirs = run.compile(Path(work))
-        anchor = compile_anchor(tgt, Path(work))[0]
+        anchor = compile_anchor(tgt)[0]
         gap = args.span / max(args.sessions - 1, 1)
         for s in range(args.sessions):
             t0 = time.perf_counter()

@@ -69,7 +69,7 @@ def test_short_models_and_the_speed_anchor_are_timed_hot(
 
     monkeypatch.setattr(session, "measure_rounds", recording)
     tgt = get_target("x86-onnxruntime", "fp32")
-    model_dir, _ = compile_anchor(tgt, tmp_path)
+    model_dir, _ = compile_anchor(tgt)
     monkeypatch.setattr(session, "SHORT_CALL_MS", 1e6)  # every model short
     assert all(ms > 0 for ms in latency.time_compiled([model_dir] * 2, tgt, threads=1, min_time=0.05))
     monkeypatch.setattr(session, "SHORT_CALL_MS", 0.0)  # none short: only the anchor (position 1)
@@ -104,7 +104,9 @@ def test_whole_models_read_at_the_typical_speed_whatever_the_minute(
     assert 0.5 < slow / min(ordinary) < 2.0, (ordinary, slow, raw)  # unscaled: ~3
     table = latency_table.LatencyTable.open(tgt, None, 1, tmp_path)
     assert len(table.data["anchor"]["whole_seen"]) == 4
-    assert latency.note_speed(tgt, threads=1, cache_dir=tmp_path) > 2.0  # the anchor alone, still slow
+    # the anchor alone, still slow: ~3 / 3^(1/3) = 2.1 against a level whose middle (5 sessions, one cut
+    # from each end) now holds one of the two slow ones
+    assert latency.note_speed(tgt, threads=1, cache_dir=tmp_path) > 1.5
     table = latency_table.LatencyTable.open(tgt, None, 1, tmp_path)
     assert len(table.data["anchor"]["whole_seen"]) == 5
 

@@ -240,25 +240,24 @@ def time_blocks(
     threads = threads or tgt.threads
     feeds = [_load_feed(d) for d in dirs]
     arts = [d / "art" for d in dirs]
-    with tempfile.TemporaryDirectory(prefix="edgedistill-anchor-") as work:
-        anchor, anchor_feed = compile_anchor(tgt, Path(work))
-        if host is not None:  # one SSH session, the anchor in it
-            *timed, anchor_ks = time_remote(
-                host, [*arts, anchor], [*feeds, anchor_feed], threads, BLOCK_CALLS, ssh, log
-            )
-            sessions = [(timed, table.session_scale("blocks", total_ms(anchor_ks)))]
-        else:
-            sessions = []
-            with progress_bar(
-                progress, f"timing {len(blocks)} block(s) on {tgt.name} {tgt.precision}", len(blocks)
-            ) as advance:
-                step = ROUND_GROUP - 1  # a session is one group of interleaved rounds: the anchor in each
-                for i in range(0, len(arts), step):
-                    *timed, anchor_ks = time_local_many(
-                        [*arts[i : i + step], anchor], [*feeds[i : i + step], anchor_feed], threads,
-                        BLOCK_CALLS, BLOCK_SECONDS, advance=lambda n: advance(n - 1),
-                    )  # fmt: skip
-                    sessions.append((timed, table.session_scale("blocks", total_ms(anchor_ks))))
+    anchor, anchor_feed = compile_anchor(tgt)
+    if host is not None:  # one SSH session, the anchor in it
+        *timed, anchor_ks = time_remote(
+            host, [*arts, anchor], [*feeds, anchor_feed], threads, BLOCK_CALLS, ssh, log
+        )
+        sessions = [(timed, table.session_scale("blocks", total_ms(anchor_ks)))]
+    else:
+        sessions = []
+        with progress_bar(
+            progress, f"timing {len(blocks)} block(s) on {tgt.name} {tgt.precision}", len(blocks)
+        ) as advance:
+            step = ROUND_GROUP - 1  # a session is one group of interleaved rounds: the anchor in each
+            for i in range(0, len(arts), step):
+                *timed, anchor_ks = time_local_many(
+                    [*arts[i : i + step], anchor], [*feeds[i : i + step], anchor_feed], threads,
+                    BLOCK_CALLS, BLOCK_SECONDS, advance=lambda n: advance(n - 1),
+                )  # fmt: skip
+                sessions.append((timed, table.session_scale("blocks", total_ms(anchor_ks))))
     timed_scaled = [scaled(ks, scale) for timed, scale in sessions for ks in timed]
     for b, ks in zip(blocks, timed_scaled, strict=True):
         table.put_block(b, summarize(ks, *block_names(b)))
@@ -307,7 +306,7 @@ def fit_overhead(
             compile_whole(m, s, tgt, model_size(s, tgt, size if kind == "image" else None), work / f"w{i}")
             for i, (m, s) in enumerate(zip(models, specs, strict=True))
         ]
-        anchor = compile_anchor(tgt, work)[0]
+        anchor = compile_anchor(tgt)[0]
         *wall, anchor_ms = time_compiled([*dirs, anchor], tgt, host, threads, ssh=ssh, hot=[len(dirs)])
         scale = table.session_scale("whole", anchor_ms)
         wall = [w * scale for w in wall]

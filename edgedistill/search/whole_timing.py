@@ -78,7 +78,7 @@ def measure_models(
             dirs.append(compile_whole(model, spec, tgt, sz, work / f"m{i}"))
         if not typical:
             return time_compiled(dirs, tgt, host, threads, min_time, ssh, kernels)
-        anchor = compile_anchor(tgt, work)[0]
+        anchor = compile_anchor(tgt)[0]
         counted: list[int] | None = [] if kernels is not None else None
         *ms, anchor_ms = time_compiled(
             [*dirs, anchor], tgt, host, threads, min_time, ssh, counted, hot=[len(dirs)]
@@ -104,9 +104,7 @@ def note_speed(
     how many times its typical time it ran. The search samples it between its phases, so that a new
     table's typical speed is a level of several minutes, not of its first session's few."""
     tgt = as_target(target, precision)
-    with tempfile.TemporaryDirectory(prefix="edgedistill-anchor-") as work:
-        anchor = compile_anchor(tgt, Path(work))[0]
-        (anchor_ms,) = time_compiled([anchor], tgt, host, threads, ssh=ssh, hot=[0])
+    (anchor_ms,) = time_compiled([compile_anchor(tgt)[0]], tgt, host, threads, ssh=ssh, hot=[0])
     return 1 / _typical_scale(tgt, host, threads, cache_dir, anchor_ms)
 
 
