@@ -29,10 +29,20 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from edgedistill.core.atomic import write_text_atomic
-from edgedistill.search.latency_table import LEVELS
+from edgedistill.search.latency_table import TYPICAL_LEVEL, log_mean
 
 RESULTS = Path(__file__).parent / "results"
+# levels of the anchor's past times the typical speed could be; the last is the search's (TYPICAL_LEVEL)
+LEVELS: dict[str, Callable[[list[float]], float] | None] = {
+    "raw (no anchor)": None,
+    "median": statistics.median,
+    "lower quartile": lambda xs: float(np.quantile(xs, 0.25)),
+    "log mean": log_mean,
+    "log mean of the middle half": TYPICAL_LEVEL,
+}
 REMEASURES = 3  # the benchmark's interleaved profiles of the chosen student (benchmarks/search.py --repeats)
 
 
@@ -87,13 +97,12 @@ def main() -> None:
     sessions: list[list[float]] = run["sessions_ms"]
     anchors = sorted(s[-1] for s in sessions)
     slopes = [follow_slope(sessions, i) for i in range(len(sessions[0]) - 1)]
-    levels: dict[str, Callable[[list[float]], float] | None] = {"raw (no anchor)": None, **LEVELS}
     rows = []
     for k in args.history:
         if k + 1 + REMEASURES > len(sessions):
             print(f"skipped history {k}: needs {k + 1 + REMEASURES} sessions, the run has {len(sessions)}")
             continue
-        for name, level in levels.items():
+        for name, level in LEVELS.items():
             rows.append({"history": k, "level": name, **summary(replay(sessions, level, k, args.trials, k))})
     host = run["host"]
     lines = [
@@ -114,7 +123,7 @@ def main() -> None:
     print("\n".join(lines))
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = {
-        "args": {k: str(v) for k, v in vars(args).items()},
+        "args": {**{k: str(v) for k, v in vars(args).items()}, "source": args.source.name},
         "host": host,
         "anchors_ms": anchors,
         "rows": rows,

@@ -15,7 +15,7 @@ import math
 import os
 import platform
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,37 +36,23 @@ TABLE_FORMAT = 9
 ANCHOR_SEEN = 64  # the speed anchor's times kept per timing kind: the typical speed is a level of them
 
 
-def _quantile(xs: Sequence[float], q: float) -> float:
-    s = sorted(xs)
-    pos = q * (len(s) - 1)
-    lo = int(pos)
-    return s[lo] + (s[min(lo + 1, len(s) - 1)] - s[lo]) * (pos - lo)
-
-
-def _log_mean(xs: Sequence[float]) -> float:
+def log_mean(xs: Sequence[float]) -> float:
     return math.exp(statistics.fmean(math.log(x) for x in xs))
 
 
-def _middle_log_mean(xs: Sequence[float]) -> float:
+def middle_log_mean(xs: Sequence[float]) -> float:
     """The geometric mean of the middle half (a quarter cut from each end, at least one of four)."""
     s = sorted(xs)
     cut = len(s) // 4
-    return _log_mean(s[cut : len(s) - cut])
+    return log_mean(s[cut : len(s) - cut])
 
 
-# candidate levels of the anchor's past times for the typical speed (benchmarks/typical_level.py)
-LEVELS: dict[str, Callable[[Sequence[float]], float]] = {
-    "median": statistics.median,
-    "lower quartile": lambda xs: _quantile(xs, 0.25),
-    "log mean": _log_mean,
-    "log mean of the middle half": _middle_log_mean,
-}
 # A shared VM's anchor times are not one bell: on a 2-core Zen3 they fell in two modes (5.3-6.0 and
 # 7.1-8.4 ms, a third and two thirds of the minutes), elsewhere one mode with a rare 1.8x session. Replayed
 # against re-measures (benchmarks/results/typical_level.md), the median read 3-5 % over them in two
 # modes, the log mean 7 % over after one outlier, the lower quartile 7-10 % under; the log mean of the
 # middle half was within 3 % on both, with as many readings within 10 % as the best level on each.
-TYPICAL_LEVEL = _middle_log_mean
+TYPICAL_LEVEL = middle_log_mean
 
 
 @dataclass
