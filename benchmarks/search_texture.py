@@ -29,7 +29,6 @@ import torch
 from edgedistill.core.atomic import write_text_atomic
 from edgedistill.data.sources import make_source
 from edgedistill.distiller.evaluate import run_batched
-from edgedistill.distiller.student import make_student_from_arch
 from edgedistill.metrics.feature_distance import FeatureNet, load_feature_net
 from edgedistill.models.loading import load_generator
 from edgedistill.runtime.hostinfo import host_info
@@ -92,18 +91,14 @@ def main() -> None:
     proxied: dict[str, list[dict]] = {}
     for name, arch in archs.items():
         for seed in range(args.proxy_seeds):
-            torch.manual_seed(seed)
-            student, _ = make_student_from_arch(t_net, spec, sp.canonical(space, arch))
-            student.train()
-            proxy._recalibrate(student, pdata.train)
-            proxy.fine_tune(student, pdata, 300, lr=2e-4, seed=seed, bn_stats="frozen")  # as proxy.score
+            student, scored = proxy.scored_student(t_net, spec, sp.canonical(space, arch), pdata, seed=seed)
             student.eval()
             with torch.no_grad():
                 err = paired_feature_error(net, spec, run_batched(student, pdata.val), pdata.val_out)
             row = {
                 "seed": seed,
                 "feature_error": round(err, 4),
-                "psnr": round(proxy._psnr(student, pdata), 3),
+                "psnr": round(scored.psnr, 3),
             }
             proxied.setdefault(name, []).append(row)
             print(f"proxy {name} seed {seed}: {row}", flush=True)

@@ -84,6 +84,22 @@ def score(
     with batch BN, 0.82 at 120 steps of 2e-4 frozen, 0.93 at 300 (the default); the inherited weights
     alone 0.79. At 1e-3 the freshly initialised convs of depthwise/PixelShuffle candidates caught up
     in 120 steps as they do not in distillation, and those candidates were ranked first."""
+    return scored_student(teacher, spec, arch, data, steps, batch, lr, seed, decay, bn_stats)[1]
+
+
+def scored_student(
+    teacher: nn.Module,
+    spec: GeneratorSpec,
+    arch: dict[str, Any],
+    data: ProxyData,
+    steps: int = 300,
+    batch: int = 8,
+    lr: float = 2e-4,
+    seed: int = 0,
+    decay: bool = True,
+    bn_stats: str | None = None,
+) -> tuple[nn.Module, ProxyScore]:
+    """score(), and the fine-tuned student it scored (benchmarks/search_texture.py measures more of it)."""
     bn_stats = bn_stats or DEFAULT_BN_STATS.get(spec.kind, "batch")
     if bn_stats not in BN_STATS:
         raise ValueError(f"bn_stats {bn_stats!r}: expected one of {', '.join(BN_STATS)}")
@@ -94,9 +110,9 @@ def score(
     _recalibrate(student, data.train)
     zero = _psnr(student, data)
     if steps <= 0:
-        return ProxyScore(zero, zero, time.perf_counter() - t0)
+        return student, ProxyScore(zero, zero, time.perf_counter() - t0)
     fine_tune(student, data, steps, batch, lr, seed, decay, bn_stats)
-    return ProxyScore(_psnr(student, data), zero, time.perf_counter() - t0)
+    return student, ProxyScore(_psnr(student, data), zero, time.perf_counter() - t0)
 
 
 def fine_tune(
