@@ -53,17 +53,21 @@ def default_budget(teacher: str, target: str, size: tuple[int, int]) -> float:
 def run_pair(args: argparse.Namespace, target: str, budget: float) -> dict:
     from edgedistill.search.api import search
 
-    base = SCRATCH / f"{target}-{budget:g}ms"
+    allow = sp.parse_allow(args.allow)
+    base = SCRATCH / f"{target}-{budget:g}ms{allow_tag(allow)}"
+    spec = load_generator(args.teacher).spec
+    space = sp.restrict(sp.space_for(spec), allow)
     common = {"teacher": args.teacher, "targets": [target], "steps": args.steps, "precision": "int8",
               "threads": args.threads, "min_psnr": None}  # fmt: skip
     if not (base / "search" / "arch.json").is_file():
-        search(args.teacher, target, budget, out=base / "search", precision="int8", threads=args.threads)
+        search(args.teacher, target, budget, out=base / "search", precision="int8", threads=args.threads,
+               allow=allow)  # fmt: skip
     found = json.loads((base / "search" / "search.json").read_text())
     # no uniform student within budget (the search found none on its ladder): the smallest, the nearest
     width = (found.get("uniform") or {}).get("uniform") or UNIFORM_LADDER[0]
-    uniform = compress(CompressOptions(**common, out=base / "uniform", width=width))
-    spec = load_generator(args.teacher).spec
-    space = sp.space_for(spec)
+    # (a run with --allow distils its own uniform students: the unrestricted pair's folders are named by
+    # role, not width, and its search may settle on another width)
+    uniform = compress(CompressOptions(**common, out=base / "uniform", **uniform_student(space, width)))
     chosen = sp.canonical(space, found["chosen"]["arch"])
     same = sp.arch_key(chosen) == sp.arch_key(sp.uniform_arch(space, width))
     # the search may choose the uniform student itself; else the chosen architecture is distilled,
@@ -75,9 +79,13 @@ def run_pair(args: argparse.Namespace, target: str, budget: float) -> dict:
 
     def student(name: str, seed: int = 0) -> dict:
         """What sets each student's compress apart: its architecture or width, and the seed."""
-        arch = {"arch": chosen} if name == "searched" else {}
-        width_ = {} if arch else {"width": up if name == "uniform_up" else width}
-        return {**width_, "distill_options": {**arch, **({"seed": seed} if seed else {})}}
+        if name == "searched":
+            return {"distill_options": {"arch": chosen, **({"seed": seed} if seed else {})}}
+        made = uniform_student(space, up if name == "uniform_up" else width)  # type: ignore[arg-type]
+        return {
+            **made,
+            "distill_options": {**made.get("distill_options", {}), **({"seed": seed} if seed else {})},
+        }
 
     if not same:
         searched = compress(CompressOptions(**common, out=base / "searched", **student("searched")))
@@ -108,7 +116,7 @@ def run_pair(args: argparse.Namespace, target: str, budget: float) -> dict:
     p50 = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     per_seed.setdefault("searched", per_seed["uniform"])
     return {
-        "target": target, "budget_ms": budget, "searched_arch": chosen, "uniform_width": width, "same_as_uniform": same,
+        "target": target, "budget_ms": budget, "allowed": allow, "searched_arch": chosen, "uniform_width": width, "same_as_uniform": same,
         "predicted_ms": {"searched": found["chosen"]["predicted_ms"], "uniform": (found.get("uniform") or {}).get("predicted_ms")},
         "measured_ms": {k: p50.get(k) for k in ("searched", "uniform", "uniform_up") if k in p50},
         "profiles_ms": runs, "search_measured_ratio": found.get("measured_ratio"),
@@ -119,6 +127,18 @@ def run_pair(args: argparse.Namespace, target: str, budget: float) -> dict:
         "host": host_info(args.threads), "steps": args.steps,  # per row: rows of other runs may be other CPUs
         "pareto_png": str((base / "search" / "pareto.png").relative_to(ROOT)),
     }  # fmt: skip
+
+
+def uniform_student(space: sp.SearchSpace, width: float) -> dict:
+    """compress's options for the uniform student: --width, or its architecture where --allow left
+    out one of the teacher's ops (sp.uniform_arch swaps in the first option allowed)."""
+    arch = sp.uniform_arch(space, width)
+    return {"width": width} if set(arch) == {"widths"} else {"distill_options": {"arch": arch}}
+
+
+def allow_tag(allow: dict[str, list[str]]) -> str:
+    """The scratch folder's suffix for a search limited by --allow ("" when it is not)."""
+    return "".join(f"-{k}={'+'.join(v)}" for k, v in sorted(allow.items()))
 
 
 def seed_summary(runs: list[dict]) -> dict:
@@ -165,30 +185,41 @@ def main() -> None:
         help="distil the next uniform width up too, whatever the search measured (it measured its choice "
         "as fast as the uniform student; the benchmark's profiles may not)",
     )
+    ap.add_argument(
+        "--allow",
+        nargs="*",
+        help="KEY=OPTION[,OPTION]: search with these choices limited (search --allow); its own rows",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--profile-seconds", type=float, default=6.0)
     ap.add_argument(
         "--repeats", type=int, default=3, help="interleaved profiles; measured ms is their median"
     )
     args = ap.parse_args()
-    rows = kept_rows({(t, b) for t in args.targets for b in (args.budget_ms or [])}, args.targets)
+    allow = sp.parse_allow(args.allow)
+    rows = kept_rows({(t, b) for t in args.targets for b in (args.budget_ms or [])}, args.targets, allow)
     for target in args.targets:
         budgets = args.budget_ms or [b := default_budget(args.teacher, target, (256, 256)), round(b / 2, 2)]
         for budget in budgets:
-            rows = [r for r in rows if (r["target"], r["budget_ms"]) != (target, budget)]
+            rows = [
+                r
+                for r in rows
+                if (r["target"], r["budget_ms"], r.get("allowed") or {}) != (target, budget, allow)
+            ]
             rows.append(run_pair(args, target, budget))
             print(json.dumps(rows[-1]), flush=True)
             write_results(args, rows)  # each pair is ~40 min: a stopped run keeps what it measured
 
 
-def kept_rows(pairs: set[tuple[str, float]], targets: list[str]) -> list[dict]:
-    """Rows of an earlier run that this one does not redo: one target's pairs can run at a time."""
+def kept_rows(pairs: set[tuple[str, float]], targets: list[str], allow: dict[str, list[str]]) -> list[dict]:
+    """Rows of an earlier run that this one does not redo: one target's pairs (of one --allow) can run at a time."""
     path = RESULTS / "search.json"
     if not path.is_file():
         return []
     old = json.loads(path.read_text())
     redo = [t for t in targets if not any(p[0] == t for p in pairs)]  # default budgets: the whole target
-    rows = [r for r in old["rows"] if (r["target"], r["budget_ms"]) not in pairs and r["target"] not in redo]
+    rows = [r for r in old["rows"] if (r.get("allowed") or {}) != allow
+            or ((r["target"], r["budget_ms"]) not in pairs and r["target"] not in redo)]  # fmt: skip
     for r in rows:  # rows written before each carried its machine: the file's
         r.setdefault("host", old.get("host"))
         r.setdefault("steps", old.get("args", {}).get("steps"))
@@ -216,6 +247,8 @@ def write_results(args: argparse.Namespace, rows: list[dict]) -> None:
             if who not in r:
                 continue
             arch = sp.describe(r["searched_arch"]) if who == "searched" else f"--width {r[who + '_width']}"
+            if r.get("allowed"):
+                arch += " (--allow " + " ".join(f"{k}={','.join(v)}" for k, v in r["allowed"].items()) + ")"
             ms = r["measured_ms"].get(who)
             lines.append(f"| {r['target']} | {r['budget_ms']:g} | {who} | {ms if ms is None else f'{ms:.2f}'} | "
                          f"{spread(r[who], 'psnr_vs_teacher')} | {spread(r[who], 'ssim_vs_teacher')} | "

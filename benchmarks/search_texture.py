@@ -14,7 +14,8 @@ distilled. The feature distance is a set statistic, noisy across seeds (the same
 For each distilled student found under the given benchmark dirs (`*/student/metrics.json`), its
 paired feature error on the held-out crops; then each distinct architecture scored as the proxy
 scores it (two seeds, the search's pool and 64 px validation crops), with the same error. Writes
-benchmarks/results/search_texture.json and .md; prints the CPU.
+benchmarks/results/search_texture.json and .md (--name), prints the CPU. `--proxy-steps 1000` asks
+whether a longer pixel-KD proxy would see it (search_texture_1000steps.md: no, it ranks worse).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def main() -> None:
         "dirs", type=Path, nargs="+", help="benchmarks/search.py scratch dirs of one target and budget"
     )
     ap.add_argument("--proxy-seeds", type=int, default=2)
+    ap.add_argument("--proxy-steps", type=int, default=300, help="the proxy's KD steps (the search's: 300)")
+    ap.add_argument("--name", default="search_texture", help="results file stem")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -91,7 +94,9 @@ def main() -> None:
     proxied: dict[str, list[dict]] = {}
     for name, arch in archs.items():
         for seed in range(args.proxy_seeds):
-            student, scored = proxy.scored_student(t_net, spec, sp.canonical(space, arch), pdata, seed=seed)
+            student, scored = proxy.scored_student(
+                t_net, spec, sp.canonical(space, arch), pdata, steps=args.proxy_steps, seed=seed
+            )
             student.eval()
             with torch.no_grad():
                 err = paired_feature_error(net, spec, run_batched(student, pdata.val), pdata.val_out)
@@ -108,7 +113,7 @@ def main() -> None:
     host = host_info(args.threads)
     lines = [f"{host['cpu']} ({', '.join(host['isa'])}), {TEACHER}; feature error = per image |f(student) - "
              "f(teacher)| / |f(teacher)| on the photo feature net, mean; distilled: held-out crops, "
-             "proxy: the search's 300-step fine-tune on its 64 px validation crops", "",
+             f"proxy: the search's fine-tune, {args.proxy_steps} steps, on its 64 px validation crops", "",
              "| student | distilled seeds | distilled PSNR vs teacher | distilled feature distance | "
              "distilled feature error | proxy PSNR | proxy feature error |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for name in archs:
@@ -130,8 +135,8 @@ def main() -> None:
         "distilled": distilled,
         "proxy": proxied,
     }
-    write_text_atomic(RESULTS / "search_texture.json", json.dumps(out, indent=2) + "\n")
-    write_text_atomic(RESULTS / "search_texture.md", "\n".join(lines) + "\n")
+    write_text_atomic(RESULTS / f"{args.name}.json", json.dumps(out, indent=2) + "\n")
+    write_text_atomic(RESULTS / f"{args.name}.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,36 @@ def test_rescale_moves_every_stage_and_keeps_the_ops():
     assert top["widths"] == [max(space.width_choices(i)) for i in range(5)]
 
 
+def test_allowed_choices_bind_every_candidate_the_uniform_baseline_included():
+    """`--allow block=plain` (a texture the user saw) or `upsample=...` (an op their device runs badly)."""
+    spec = spec_for_family("resnet", {"ngf": 16, "n_blocks": 4, "norm": "instance"}, default_size=(32, 32))
+    allow = sp.parse_allow(["block=plain", "upsample=pixelshuffle,nearest", "n_blocks=2"])
+    assert allow == {"block": ["plain"], "upsample": ["pixelshuffle", "nearest"], "n_blocks": ["2"]}
+    space = sp.restrict(sp.space_for(spec), allow)
+    assert space.choices["n_blocks"] == [2]  # CLI strings select the int options
+    rng = random.Random(0)
+    archs = [sp.sample(space, rng) for _ in range(30)]
+    archs += [sp.mutate(space, a, rng, p=1.0) for a in archs]
+    assert all(
+        a.get("block", "plain") == "plain" and a["upsample"] in ("pixelshuffle", "nearest") for a in archs
+    )
+    assert {a["upsample"] for a in archs} == {"pixelshuffle", "nearest"} and all(
+        a["n_blocks"] == 2 for a in archs
+    )
+    # the teacher's ConvTranspose is not allowed: the uniform student takes the first allowed op
+    uni = sp.uniform_arch(space, 0.5)
+    assert uni == {"widths": [8, 16, 32, 16, 8], "upsample": "pixelshuffle", "n_blocks": 2}
+    assert sp.build(spec, uni)(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+    with pytest.raises(EdgeDistillError, match="no such choice; its choices: upsample, norm, block"):
+        sp.restrict(sp.space_for(spec), {"blocks": ["plain"]})
+    with pytest.raises(
+        EdgeDistillError, match=r"dws is not one of block's options on resnet \(plain, dwsep\)"
+    ):
+        sp.restrict(sp.space_for(spec), {"block": ["plain", "dws"]})
+    with pytest.raises(EdgeDistillError, match="expected KEY=OPTION"):
+        sp.parse_allow(["block"])
+
+
 def test_space_refuses_a_custom_module():
     from edgedistill.core.spec import GeneratorSpec, TensorSpec
 
@@ -216,6 +246,35 @@ def test_search_picks_a_candidate_within_budget_and_writes_its_front(tiny_genera
         search(str(teacher), "x86-onnxruntime", 0, out=tmp_path / "u")
 
 
+def test_a_search_with_allowed_choices_keeps_to_them(tiny_generators, tmp_path):
+    teacher = tiny_generators["dcgan"]
+    result = _tiny_search(teacher, 1e9, tmp_path / "s", allow={"upsample": ["nearest"]}, samples=3, predict_max=3,
+                          kd_top=1, evolve=0)  # fmt: skip
+    assert result.uniform is not None and result.uniform.arch["upsample"] == "nearest"
+    assert all(c.arch["upsample"] == "nearest" for c in result.candidates)
+    saved = json.loads((tmp_path / "s" / "search.json").read_text())
+    assert saved["allowed"] == {"upsample": ["nearest"]}
+    assert json.loads((tmp_path / "s" / "arch.json").read_text())["upsample"] == "nearest"
+
+
+def test_the_cli_refuses_an_allow_it_cannot_apply_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "edgedistill", *args], capture_output=True, text=True, timeout=120
+        )
+
+    r = cli("search", "photo-restore", "-t", "x86-onnxruntime", "--latency-ms", "10", "--allow", "blocks=plain",
+            "--out", str(tmp_path / "s"))  # fmt: skip
+    assert r.returncode != 0 and "--allow blocks: the resnet search space has no such choice" in r.stderr
+    r = cli("compress", "photo-restore", "-t", "x86-onnxruntime", "--allow", "block=plain",
+            "--out", str(tmp_path / "c"))  # fmt: skip
+    assert r.returncode != 0 and "give --latency-ms with it" in r.stderr
+    assert not (tmp_path / "s").exists() and not (tmp_path / "c").exists()
+
+
 @pytest.mark.slow
 def test_compress_with_a_latency_budget_searches_then_distills_the_chosen_arch(tmp_path):
     """Real latency model (ONNX Runtime int8 blocks timed here), real distill/export/profile. INT8 by
@@ -236,7 +295,8 @@ def test_compress_with_a_latency_budget_searches_then_distills_the_chosen_arch(t
     opts = CompressOptions(
         teacher="digits-dcgan", targets=["x86-onnxruntime"], out=tmp_path / "c", steps=20, cache=32, calib_size=16,
         threads=1, profile_seconds=0.5, samples=4, min_psnr=None, latency_ms=budget,
-        search_options={"samples": 4, "predict_max": 4, "kd_top": 1, "kd_steps": 2, "evolve": 2},
+        search_options={"samples": 4, "predict_max": 4, "kd_top": 1, "kd_steps": 2, "evolve": 2,
+                        "allow": {"upsample": ["convtranspose", "pixelshuffle"]}},  # (--allow reaches the search)
         distill_options={"eval_samples": 256},  # not the 10k digits held out: the test checks wiring
     )  # fmt: skip
     report = compress(opts, log=lambda m: None)
@@ -258,6 +318,10 @@ def test_compress_with_a_latency_budget_searches_then_distills_the_chosen_arch(t
     assert "as a QAT student exports" in found["latency_source"], found["latency_source"]
     student_spec = json.loads((tmp_path / "c" / "student" / "model.json").read_text())
     assert student_spec["kwargs"]["widths"] == found["arch"]["widths"]
+    assert found["arch"].get("upsample", "convtranspose") in ("convtranspose", "pixelshuffle")
+    searched = json.loads((tmp_path / "c" / "search" / "search.json").read_text())
+    assert searched["allowed"] == {"upsample": ["convtranspose", "pixelshuffle"]}
+    assert all(c["arch"].get("upsample", "convtranspose") != "nearest" for c in searched["candidates"])
     assert "Searched student" in (tmp_path / "c" / "report.md").read_text()
     again: list[str] = []
     compress(opts, log=again.append)

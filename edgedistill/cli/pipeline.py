@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from edgedistill.cli.search import Allow
 from edgedistill.cli.ssh import Identity, RemotePython, SshOptions, ssh_settings
 
 
@@ -86,6 +87,7 @@ def compress(
     ssh_option: SshOptions = None,
     identity: Identity = None,
     remote_python: RemotePython = "python3",
+    allow: Allow = None,
 ) -> None:
     """Distill TEACHER, export the student for each --target, profile them all side by side."""
     from edgedistill.cli.console import console, parse_kwargs
@@ -105,6 +107,12 @@ def compress(
         qat_steps=qat_steps, latency_ms=latency_ms, host=host, ssh=ssh_settings(ssh_option, identity, remote_python),
         distill_options={"method": method} if data_free or method != "replay" else {},
     )  # fmt: skip
+    if allow:
+        from edgedistill.search.space import parse_allow
+
+        if latency_ms is None:
+            raise EdgeDistillError("--allow limits the architecture search: give --latency-ms with it")
+        opts.search_options["allow"] = parse_allow(allow)
     if train_minutes:
         opts.distill_options["time_budget_s"] = 60.0 * train_minutes
     if colour_aug is not None:

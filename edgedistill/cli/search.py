@@ -9,6 +9,15 @@ import typer
 
 from edgedistill.cli.ssh import Identity, RemotePython, SshOptions, ssh_settings
 
+Allow = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow",
+        help="limit one choice of the search space to these options, KEY=OPTION[,OPTION] (repeatable): "
+        "block=plain keeps depthwise-separable blocks out, upsample=pixelshuffle,nearest ConvTranspose",
+    ),
+]
+
 
 def register(app: typer.Typer) -> None:
     """Add this step's commands to `app`."""
@@ -57,6 +66,7 @@ def search(
     ] = 600.0,
     seed: Annotated[int, typer.Option()] = 0,
     threads: Annotated[int | None, typer.Option(help="torch and runtime threads")] = 2,
+    allow: Allow = None,
 ) -> None:
     """Search TEACHER's family for the student best by a quality proxy within --latency-ms on --target."""
     from rich.table import Table
@@ -64,12 +74,12 @@ def search(
     from edgedistill.cli.console import console
     from edgedistill.search.api import search as run_search
     from edgedistill.search.result import Candidate
-    from edgedistill.search.space import describe
+    from edgedistill.search.space import describe, parse_allow
 
     result = run_search(
         teacher, target, latency_ms, host, out=out, precision=precision, size=size, data=data, samples=samples,
         predict_max=predict_max, kd_top=kd_top, kd_steps=kd_steps, evolve=evolve, verify=verify, qat=qat, time_budget_s=time_budget, seed=seed,
-        threads=threads, ssh=ssh_settings(ssh_option, identity, remote_python),
+        threads=threads, allow=parse_allow(allow), ssh=ssh_settings(ssh_option, identity, remote_python),
         log=lambda m: console.print(m, highlight=False),
     )  # fmt: skip
     table = Table(title=f"Pareto front: {result.target} {result.precision}, budget {result.budget_ms:g} ms")

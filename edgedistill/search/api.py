@@ -71,6 +71,7 @@ def search(
     measure_fn: Callable[[list[Any]], list[float]] | None = None,
     verify: bool = True,
     qat: bool = True,
+    allow: dict[str, list[Any]] | None = None,
     ssh: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
     **teacher_load: Any,
@@ -82,6 +83,7 @@ def search(
     `latency_fn` is given); `ssh` reaches `host` as `profile --host` does (search/latency.py).
     `qat`: the student will be distilled quantization-aware (compress's default for INT8), so INT8
     latencies are measured as its export compiles it (search/latency_compile.py: as_qat_export).
+    `allow`: choices limited to these options ({"block": ["plain"]}), for every candidate (space.restrict).
     `tie_db`: a proxy lead over the uniform student under it is a tie after distillation; then the
     uniform student is chosen unless the other measures faster (refine.choose)."""
     import torch
@@ -103,7 +105,12 @@ def search(
         tgt = as_qat_export(tgt)
     loaded = load_generator(teacher, **teacher_load)
     spec, t_net = loaded.spec, loaded.module.eval()
-    space = sp.space_for(spec)
+    space = sp.restrict(sp.space_for(spec), allow)
+    if allow:
+        log(
+            "search: choices limited to "
+            + ", ".join(f"{k}={','.join(map(str, space.choices[k]))}" for k in allow)
+        )
     hw = size or (tuple(tgt.input_size) if tgt.input_size else None) or tuple(spec.default_size or (256, 256))
     hw = hw if spec.kind == "image" else None
     rng = random.Random(seed)
@@ -302,7 +309,7 @@ def search(
     wall["total_s"] = round(time.perf_counter() - started, 1)
     result = SearchResult(teacher, tgt.name, tgt.precision, list(hw) if hw else None, latency_ms, source_name,
                           chosen, base, scored, front, wall, Path(out), ratio,
-                          [round(x, 3) for x in slowness], factors)  # fmt: skip
+                          [round(x, 3) for x in slowness], factors, allow or {})  # fmt: skip
     write_result(result)
     return result
 

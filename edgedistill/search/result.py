@@ -46,6 +46,7 @@ class SearchResult:
     # per measuring session: how far it read off the speed the sessions agree on, once each model is
     # read from every session that timed it (search/readings.py); 1.0 each where they agree
     session_factors: list[float] = field(default_factory=list)
+    allowed: dict[str, list[Any]] = field(default_factory=dict)  # choices the user limited (--allow)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -12,7 +12,7 @@ import copy
 import inspect
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -66,6 +66,43 @@ def space_for(spec: GeneratorSpec, fractions: tuple[float, ...] = FRACTIONS) -> 
     return SearchSpace(family, kwargs, list(teacher.widths), choices, fractions, reference)
 
 
+def restrict(space: SearchSpace, allow: dict[str, list[Any]] | None) -> SearchSpace:
+    """The space with some choices limited to the options the user allows (`--allow block=plain`): a
+    texture or an operator the user has seen fail on their device stays out of every candidate, the
+    uniform baseline's included (it takes the first option listed where the teacher's is left out).
+    Options match by their printed form, so CLI strings select ints."""
+    if not allow:
+        return space
+    choices = dict(space.choices)
+    for key, wanted in allow.items():
+        if key not in choices:
+            raise EdgeDistillError(
+                f"--allow {key}: the {space.family} search space has no such choice; "
+                f"its choices: {', '.join(choices)}"
+            )
+        by_text = {str(o): o for o in choices[key]}
+        unknown = [str(w) for w in wanted if str(w) not in by_text]
+        if unknown or not wanted:
+            raise EdgeDistillError(
+                f"--allow {key}={','.join(map(str, wanted))}: {', '.join(unknown) or 'no option'} is not one of "
+                f"{key}'s options on {space.family} ({', '.join(by_text)})"
+            )
+        # in the user's order: the first is the one preferred
+        choices[key] = [by_text[w] for w in dict.fromkeys(map(str, wanted))]
+    return replace(space, choices=choices)
+
+
+def parse_allow(items: list[str] | None) -> dict[str, list[str]]:
+    """`["block=plain", "upsample=pixelshuffle,nearest"]` as {key: [options]} (repeats merge)."""
+    allow: dict[str, list[str]] = {}
+    for item in items or []:
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise EdgeDistillError(f"--allow {item!r}: expected KEY=OPTION[,OPTION...], e.g. block=plain")
+        allow.setdefault(key.strip(), []).extend(v.strip() for v in values.split(",") if v.strip())
+    return allow
+
+
 def canonical(space: SearchSpace, arch: dict[str, Any]) -> dict[str, Any]:
     """The architecture without the choices that equal the teacher's: one model, one key (a mutated
     uniform student that redraws `kernel=7` is still the uniform student)."""
@@ -109,10 +146,12 @@ def _step(options: list[int], width: int, notches: int) -> int:
 
 
 def uniform_arch(space: SearchSpace, width: float) -> dict[str, Any]:
-    """The `--width` student written as an architecture (the teacher's ops, ngf scaled)."""
+    """The `--width` student written as an architecture (the teacher's ops, ngf scaled); where the
+    space no longer allows a teacher's op (`restrict`), the first option it allows instead."""
     ngf = max(1, round(int(space.teacher_kwargs.get("ngf", 64)) * width))
     widths = create(space.family, **{**space.teacher_kwargs, "ngf": ngf}).widths
-    return {"widths": list(widths)}
+    swapped = {k: opts[0] for k, opts in space.choices.items() if space.reference.get(k) not in opts}
+    return {"widths": list(widths), **swapped}
 
 
 def arch_key(arch: dict[str, Any]) -> str:
