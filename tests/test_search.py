@@ -322,7 +322,10 @@ def test_compress_with_a_latency_budget_searches_then_distills_the_chosen_arch(t
     searched = json.loads((tmp_path / "c" / "search" / "search.json").read_text())
     assert searched["allowed"] == {"upsample": ["convtranspose", "pixelshuffle"]}
     assert all(c["arch"].get("upsample", "convtranspose") != "nearest" for c in searched["candidates"])
-    assert "Searched student" in (tmp_path / "c" / "report.md").read_text()
+    assert (
+        "of a space limited to upsample=convtranspose,pixelshuffle)"
+        in (tmp_path / "c" / "report.md").read_text()
+    )
     again: list[str] = []
     compress(opts, log=again.append)
     assert any("search: unchanged, skipped" in m for m in again)

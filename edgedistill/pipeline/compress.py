@@ -284,15 +284,18 @@ def search_summary(
     measured = _p50_alone(opts, name, artifacts.get(name), log)
     where = f"on {opts.host} (p50)" if opts.host else "here (p50, profiled alone)"
     chosen = found["chosen"]
+    allowed = found.get("allowed") or {}
     summary = {
         "target": target.name, "precision": target.precision, "budget_ms": opts.latency_ms,
         "predicted_ms": chosen["predicted_ms"], "measured_ms": measured, "measured_on": opts.host or "here",
-        "arch": chosen["arch"],
+        "arch": chosen["arch"], "allowed": allowed,
         "within_10pct": None if measured is None else measured <= 1.1 * float(opts.latency_ms or 0),
         "latency_source": found["latency_source"], "files": {k: str(opts.out / "search" / k) for k in
                                                             ("search.json", "pareto.png", "arch.json")},
     }  # fmt: skip
-    line = (f"Searched student ({describe(chosen['arch'])}): budget {opts.latency_ms} ms on {target.name} "
+    limited = ", ".join(f"{k}={','.join(map(str, v))}" for k, v in allowed.items())  # --allow
+    scope = f" of a space limited to {limited}" if limited else ""
+    line = (f"Searched student ({describe(chosen['arch'])}{scope}): budget {opts.latency_ms} ms on {target.name} "
             f"{target.precision}, predicted {chosen['predicted_ms']:.2f} ms, measured {where} "
             f"{'–' if measured is None else f'{measured:.2f}'} ms; Pareto front: search/pareto.png")  # fmt: skip
     md = opts.out / "report.md"
