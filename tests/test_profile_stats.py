@@ -260,3 +260,22 @@ def test_ssh_errors_are_one_line():
         parse_result(host, "python3", 1, "", "ModuleNotFoundError: No module named 'numpy'")
     with pytest.raises(EdgeDistillError, match="onnxruntime cannot run"):
         parse_result(host, "python3", 3, '@@edgedistill-result {"error": "m: onnxruntime cannot run"}\n', "")
+
+
+def test_models_of_one_name_are_named_by_the_paths_that_differ(tmp_path):
+    """Each run's `exports/x86-openvino-int8` in one profile: rows say which run, not #2, #3."""
+    from edgedistill.runtime.sources import Source, unique_labels
+
+    def src(given: str, label: str = "x86-openvino-int8") -> Source:
+        return Source(label, given, "artifact", "openvino", "int8", None, None)
+
+    runs = [
+        src(str(tmp_path / r / "exports" / "x86-openvino-int8"))
+        for r in ("a/uniform", "a-plain/uniform", "a/searched")
+    ]
+    twice = [src(str(tmp_path / "m.onnx"), "m.onnx"), src(str(tmp_path / "m.onnx"), "m.onnx")]
+    clash = src(str(tmp_path / "a" / "uniform.onnx"), "a/uniform")  # a file named like a path-made name
+    sources = [*runs, *twice, clash]
+    unique_labels(sources)
+    assert [s.label for s in sources] == ["a/uniform", "a-plain/uniform", "a/searched", "m.onnx", "m.onnx #2",
+                                          "a/uniform #2"]  # fmt: skip

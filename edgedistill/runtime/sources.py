@@ -249,10 +249,30 @@ def choose_size(
 
 
 def unique_labels(sources: list[Source]) -> None:
-    """Two models with one name get #2, #3 … so every row of the report is distinct."""
-    seen: dict[str, int] = {}
+    """Models with one name (each run's `exports/x86-openvino-int8`) are named by the part of their
+    paths that differs (`run-a/searched`, `run-b/uniform`), so each row says which one it is; where
+    the paths do not tell them apart, the second gets #2, the third #3 …"""
+    groups: dict[str, list[Source]] = {}
     for s in sources:
-        n = seen.get(s.label, 0) + 1
-        seen[s.label] = n
-        if n > 1:
-            s.label = f"{s.label} #{n}"
+        groups.setdefault(s.label, []).append(s)
+    for label, same in groups.items():
+        if len(same) < 2:
+            continue
+        named = _differing_parts([Path(s.given).resolve().parts for s in same])
+        for n, s in enumerate(same, 1):
+            s.label = named[n - 1] if named else (label if n == 1 else f"{label} #{n}")
+    if len({s.label for s in sources}) < len(sources):  # a path-made name met another model's name
+        seen: dict[str, int] = {}
+        for s in sources:
+            seen[s.label] = n = seen.get(s.label, 0) + 1
+            s.label = s.label if n == 1 else f"{s.label} #{n}"
+
+
+def _differing_parts(paths: list[tuple[str, ...]]) -> list[str] | None:
+    """Each path without the leading and trailing parts all of them share; None when that leaves
+    two equal or one empty (one file given twice)."""
+    shortest = min(len(p) for p in paths)
+    lead = next((i for i in range(shortest) if len({p[i] for p in paths}) > 1), shortest)
+    tail = next((i for i in range(shortest - lead) if len({p[-1 - i] for p in paths}) > 1), shortest - lead)
+    names = ["/".join(p[lead : len(p) - tail]) for p in paths]
+    return names if all(names) and len(set(names)) == len(names) else None
