@@ -248,7 +248,7 @@ def write_results(args: argparse.Namespace, rows: list[dict]) -> None:
                 continue
             arch = sp.describe(r["searched_arch"]) if who == "searched" else f"--width {r[who + '_width']}"
             if r.get("allowed"):
-                arch += " (--allow " + " ".join(f"{k}={','.join(v)}" for k, v in r["allowed"].items()) + ")"
+                arch += f" (--allow {sp.allow_text(r['allowed'])})"
             ms = r["measured_ms"].get(who)
             lines.append(f"| {r['target']} | {r['budget_ms']:g} | {who} | {ms if ms is None else f'{ms:.2f}'} | "
                          f"{spread(r[who], 'psnr_vs_teacher')} | {spread(r[who], 'ssim_vs_teacher')} | "

@@ -277,7 +277,7 @@ def search_summary(
     (as `profile --host` runs it) when one was given, else here. Not the report's interleaved
     rounds: beside the teacher's large weights and activations, small students measured 25-30 %
     slower on a 2-core VM (26.9-27.0 ms) than in rounds of students only (20.4-21.0 ms)."""
-    from edgedistill.search.space import describe
+    from edgedistill.search.space import allow_text, describe
 
     found = json.loads((opts.out / "search" / "search.json").read_text())
     name = f"{target.name.removeprefix('x86-')} {target.precision}"
@@ -293,8 +293,7 @@ def search_summary(
         "latency_source": found["latency_source"], "files": {k: str(opts.out / "search" / k) for k in
                                                             ("search.json", "pareto.png", "arch.json")},
     }  # fmt: skip
-    limited = ", ".join(f"{k}={','.join(map(str, v))}" for k, v in allowed.items())  # --allow
-    scope = f" of a space limited to {limited}" if limited else ""
+    scope = f" of a space limited to {allow_text(allowed)}" if allowed else ""  # --allow
     line = (f"Searched student ({describe(chosen['arch'])}{scope}): budget {opts.latency_ms} ms on {target.name} "
             f"{target.precision}, predicted {chosen['predicted_ms']:.2f} ms, measured {where} "
             f"{'–' if measured is None else f'{measured:.2f}'} ms; Pareto front: search/pareto.png")  # fmt: skip

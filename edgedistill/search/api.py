@@ -107,10 +107,7 @@ def search(
     spec, t_net = loaded.spec, loaded.module.eval()
     space = sp.restrict(sp.space_for(spec), allow)
     if allow:
-        log(
-            "search: choices limited to "
-            + ", ".join(f"{k}={','.join(map(str, space.choices[k]))}" for k in allow)
-        )
+        log(f"search: choices limited to {sp.allow_text({k: space.choices[k] for k in allow})}")
     hw = size or (tuple(tgt.input_size) if tgt.input_size else None) or tuple(spec.default_size or (256, 256))
     hw = hw if spec.kind == "image" else None
     rng = random.Random(seed)

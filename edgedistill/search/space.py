@@ -103,6 +103,11 @@ def parse_allow(items: list[str] | None) -> dict[str, list[str]]:
     return allow
 
 
+def allow_text(allow: dict[str, list[Any]]) -> str:
+    """{"block": ["plain"], "n_blocks": [2, 3]} as `block=plain n_blocks=2,3`: as --allow takes it."""
+    return " ".join(f"{k}={','.join(map(str, v))}" for k, v in allow.items())
+
+
 def canonical(space: SearchSpace, arch: dict[str, Any]) -> dict[str, Any]:
     """The architecture without the choices that equal the teacher's: one model, one key (a mutated
     uniform student that redraws `kernel=7` is still the uniform student)."""
