@@ -255,17 +255,14 @@ def unique_labels(sources: list[Source]) -> None:
     groups: dict[str, list[Source]] = {}
     for s in sources:
         groups.setdefault(s.label, []).append(s)
-    for label, same in groups.items():
-        if len(same) < 2:
-            continue
-        named = _differing_parts([Path(s.given).resolve().parts for s in same])
-        for n, s in enumerate(same, 1):
-            s.label = named[n - 1] if named else (label if n == 1 else f"{label} #{n}")
-    if len({s.label for s in sources}) < len(sources):  # a path-made name met another model's name
-        seen: dict[str, int] = {}
-        for s in sources:
-            seen[s.label] = n = seen.get(s.label, 0) + 1
-            s.label = s.label if n == 1 else f"{s.label} #{n}"
+    for same in groups.values():
+        named = _differing_parts([Path(s.given).resolve().parts for s in same]) if len(same) > 1 else None
+        for s, name in zip(same, named or [], strict=False):
+            s.label = name
+    seen: dict[str, int] = {}  # what paths left equal (or a path-made name meeting another's): #2, #3 …
+    for s in sources:
+        seen[s.label] = n = seen.get(s.label, 0) + 1
+        s.label = s.label if n == 1 else f"{s.label} #{n}"
 
 
 def _differing_parts(paths: list[tuple[str, ...]]) -> list[str] | None:
