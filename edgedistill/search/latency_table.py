@@ -28,11 +28,11 @@ from edgedistill.search.block_timing import BlockTiming
 from edgedistill.search.blocks import Block
 from edgedistill.search.latency_fit import is_upsampling, whole_ms
 
-# 9: whole models under 2 ms, and the speed anchor always, timed hot (whole_timing.time_compiled); 8: every timing session carries the speed anchor (search/speed_anchor.py), its times scaled to the
+# 10: ORT x86 INT8 convs channel-aligned (onnxtools/qdq_align.py); 9: whole models under 2 ms, and the speed anchor always, timed hot (whole_timing.time_compiled); 8: every timing session carries the speed anchor (search/speed_anchor.py), its times scaled to the
 # table's first session; 7: OpenVINO's QAT-form blocks and models compiled from QDQ ONNX (search/latency_compile.py); 6: blocks timed in their carrier (blocks.block_model), their own kernels only; 5: blocks timed in
 # interleaved rounds, fits per reference norm; 4: the fit scales upsampling blocks
 # apart (d); 3: one scale on the blocks (c)
-TABLE_FORMAT = 9
+TABLE_FORMAT = 10
 ANCHOR_SEEN = 64  # the speed anchor's times kept per timing kind: the typical speed is a level of them
 
 
