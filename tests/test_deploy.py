@@ -25,6 +25,8 @@ def test_convtranspose_falls_back_to_fp32_on_ort() -> None:
     ops = deploy.ort_int8_ops("u8s8")  # read from ORT's optimized graph, not a hand list
     assert ops["ConvTranspose"] == "fp32"
     assert ops["Conv"] == "int8" and ops["ResizeConv"] == "int8" and ops["DepthToSpace"] == "int8"
+    # nearest Resize runs on uint8; bilinear does not (ORT 1.32 keeps DQ -> Resize -> Q around it)
+    assert ops["Resize"] == "int8" and ops["ResizeBilinear"] == "fp32"
 
 
 def _zoo_qdq(tmp_path: Path, form: str) -> Path:

@@ -16,6 +16,7 @@ import torch
 from onnx import numpy_helper
 
 from edgedistill.backends import onnxruntime as ort_backend
+from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.spec import spec_for_family
 from edgedistill.core.targets import get_target
 from edgedistill.models.registry import create
@@ -26,17 +27,18 @@ SIZE = (32, 32)
 
 
 def _compile(
-    tmp_path: Path, kwargs: dict, align: bool = True, qat: bool = True, family: str = "resnet"
+    tmp_path: Path, kwargs: dict, align: str | bool = "widen", qat: bool = True, family: str = "resnet"
 ) -> Path:
+    """Compiled as export does for x86-onnxruntime; `align`: the target's align_int8_channels
+    ("edges" is the target's default)."""
     tgt = get_target("x86-onnxruntime", "int8")
     tgt = as_qat_export(tgt) if qat else tgt
-    if not align:
-        tgt = replace(tgt, options={**tgt.options, "align_int8_channels": False})
+    tgt = replace(tgt, options={**tgt.options, "align_int8_channels": align})
     torch.manual_seed(0)  # the aligned and the plain compile of one model
     size = None if family == "dcgan" else SIZE  # a latent input has no image size
     spec = spec_for_family(family, kwargs, **({} if size is None else {"default_size": size}))
     model = create(family, **kwargs).eval()
-    return compile_whole(model, spec, tgt, size, tmp_path / ("aligned" if align else "plain"))
+    return compile_whole(model, spec, tgt, size, tmp_path / (str(align) if align else "plain"))
 
 
 def _int8_convs(path: Path) -> dict[str, tuple[int, int, int]]:
@@ -61,6 +63,36 @@ def _run(path: Path, x: np.ndarray) -> np.ndarray:
 
 def _meets_kernel(cin: int, cout: int, group: int) -> bool:
     return group == 1 and cin % 4 == 0 and cout >= 16 and cout % 8 == 0
+
+
+def test_the_default_aligns_the_first_and_last_conv_only(tmp_path: Path) -> None:
+    """The half-budget searched student's shape: a 3 -> 32 first conv and a 16 -> 3 last conv, the
+    middle already aligned. By default (edges) those two are aligned; a conv whose other side stays
+    misaligned (a 3 -> 6 first conv, a 6 -> 3 last conv) is left as it is: the kernel would still refuse it."""
+    half = {
+        "norm": "batch",
+        "widths": [32, 64, 48, 16, 16],
+        "upsample": "bilinear",
+        "kernel": 3,
+        "n_blocks": 1,
+    }
+    art = compile_whole(
+        create("resnet", **half).eval(),
+        spec_for_family("resnet", half, default_size=SIZE),
+        as_qat_export(get_target("x86-onnxruntime", "int8")),
+        SIZE,
+        tmp_path / "half",
+    )
+    done = json.loads((art / "manifest.json").read_text())["backend_info"]["aligned_convs"]
+    assert len(done) == 2 and "in 3 -> 4" in done[0] and "out 3 -> 16" in done[1], done
+    assert all(_meets_kernel(*c) for c in _int8_convs(art / "model.onnx").values())
+    narrow = _compile(tmp_path, {"ngf": 6, "n_blocks": 1}, align="edges")
+    assert "aligned_convs" not in json.loads((narrow / "manifest.json").read_text())["backend_info"]
+
+
+def test_a_bad_align_option_names_the_choices(tmp_path: Path) -> None:
+    with pytest.raises(EdgeDistillError, match="align_int8_channels must be one of edges, widen"):
+        _compile(tmp_path, {"ngf": 4, "n_blocks": 1}, align="all")
 
 
 def test_every_conv_of_a_narrow_student_meets_the_kernel_and_computes_the_same(tmp_path: Path) -> None:
@@ -88,8 +120,9 @@ def test_every_conv_of_a_narrow_student_meets_the_kernel_and_computes_the_same(t
         ("dcgan", {"nz": 16, "ngf": 6, "image_size": 32}),  # a latent input, ConvTranspose all the way
     ],
 )  # fmt: skip
-def test_other_generators_compute_the_same(tmp_path: Path, family: str, kwargs: dict) -> None:
-    plain, aligned = (_compile(tmp_path, kwargs, align=a, family=family) for a in (False, True))
+@pytest.mark.parametrize("mode", ["edges", "widen"])
+def test_other_generators_compute_the_same(tmp_path: Path, family: str, kwargs: dict, mode: str) -> None:
+    plain, aligned = (_compile(tmp_path, kwargs, align=a, family=family) for a in (False, mode))
     s = ort.InferenceSession(str(plain / "model.onnx"), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(3).uniform(
         -1, 1, [1 if isinstance(d, str) else d for d in s.get_inputs()[0].shape]
@@ -98,7 +131,7 @@ def test_other_generators_compute_the_same(tmp_path: Path, family: str, kwargs: 
         x = np.random.default_rng(3).uniform(-1, 1, (1, kwargs.get("input_nc", 3), *SIZE))
     x = x.astype(np.float32)
     np.testing.assert_allclose(_run(aligned / "model.onnx", x), _run(plain / "model.onnx", x), atol=2e-3)
-    if family == "resnet":  # its last conv (-> 3 colour channels) is always aligned
+    if family == "resnet" and mode == "widen":  # its last conv (-> 3 colour channels) is aligned
         assert any(c[1] == 16 and c[0] % 4 == 0 for c in _int8_convs(aligned / "model.onnx").values())
 
 
@@ -149,8 +182,9 @@ def test_a_rewrite_that_changes_the_output_is_not_kept(
     original = (plain / "model.onnx").read_bytes()
     real = qdq_align.align_int8_convs
 
-    def off_by_one_channel(model: onnx.ModelProto) -> list:
-        done = real(model)
+    def off_by_one_channel(model: onnx.ModelProto, widen: bool) -> list:
+        done = real(model, widen=widen)
+        assert done, "the rewrite must have changed something for this test to mean anything"
         w = next(t for t in model.graph.initializer if t.name.endswith("weight_quantized"))
         a = numpy_helper.to_array(w).copy()
         a[0] = -a[0]
@@ -158,5 +192,6 @@ def test_a_rewrite_that_changes_the_output_is_not_kept(
         return done
 
     monkeypatch.setattr(qdq_align, "align_int8_convs", off_by_one_channel)
-    assert ort_backend._align_int8_convs(plain / "model.onnx", get_target("x86-onnxruntime", "int8")) == []
+    widen = replace(get_target("x86-onnxruntime", "int8"), options={"align_int8_channels": "widen"})
+    assert ort_backend._align_int8_convs(plain / "model.onnx", widen) == []
     assert (plain / "model.onnx").read_bytes() == original

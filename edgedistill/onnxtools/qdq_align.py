@@ -16,7 +16,12 @@ Zero channels fix it, exactly, three ways:
 - pad: a conv reading the model input (3 colour channels) gets zero weights for one more channel
   and a Pad of its int8 input; the input is still NCHW there, so the pad is one cheap copy (in the
   middle of the graph ORT runs NHWC, where a channel pad costs a slow strided pass).
-Depthwise convs (16-channel groups) are left as they are.
+Depthwise convs (16-channel groups) are left as they are. "slice" and "pad" touch the model's edges
+only and are what export does by default; "widen" (opt-in, target option align_int8_channels =
+"widen") also makes narrow middles faster (18-21 % on two of seven students measured), but the search's
+blocks, timed in carriers whose stand-in convs can always be widened, then price whole models wrong
+(20 random students: 45 % within 10 % of their measured latency, against 90 % for the edges alone;
+benchmarks/results/latency_model_align_{edges,widen}.md).
 """
 
 from __future__ import annotations
@@ -346,8 +351,9 @@ def _pad_input(g: _Graph, conv: Any, dq: Any, extra: int) -> None:
     conv.input[0] = base
 
 
-def align_int8_convs(model: Any) -> list[Aligned]:
-    """Rewrite `model` (a QDQ graph) in place so its int8 convs meet ORT's x86 kernel; what changed."""
+def align_int8_convs(model: Any, widen: bool = True) -> list[Aligned]:
+    """Rewrite `model` (a QDQ graph) in place so its int8 convs meet ORT's x86 kernel; what changed.
+    widen=False: only the model's edges (the conv reading its input, the one writing its output)."""
     g = _Graph(model)
     weighted = [w for n in g.graph.node if (w := _Weighted.of(g, n)) is not None]
     before = {w.node.name: (w.cin, w.cout) for w in weighted}
@@ -357,16 +363,30 @@ def align_int8_convs(model: Any) -> list[Aligned]:
             continue
         cout = w.cout
         readers = _readers(g, q.output[0])
-        if readers and readers.convs:  # widen: readers need inputs in fours, a conv its outputs aligned
+        if (
+            widen and readers and readers.convs
+        ):  # widen: readers need inputs in fours, a conv its outputs aligned
             want = max(_up(cout, INPUT_ALIGN), aligned_outputs(cout) if w.node.op_type == "Conv" else 0)
             if want != cout:
                 w.grow_outputs(want)
                 readers.grow(g, cout, want)
-        elif w.node.op_type == "Conv" and aligned_outputs(cout) != cout and _leaves_to_output(g, q.output[0]):
+        elif (
+            w.node.op_type == "Conv"
+            and aligned_outputs(cout) != cout
+            and w.cin % INPUT_ALIGN == 0  # else the kernel still refuses it
+            and _leaves_to_output(g, q.output[0])
+        ):
             w.grow_outputs(aligned_outputs(cout))
             _slice_channels(g, q, cout)
     for w in weighted:
-        dq = _from_model_input(g, w.node) if w.node.op_type == "Conv" and w.cin % INPUT_ALIGN else None
+        outputs_fit = (
+            w.cout >= MIN_OUTPUTS and w.cout % OUTPUT_ALIGN == 0
+        )  # else padding its input is for nothing
+        dq = (
+            _from_model_input(g, w.node)
+            if w.node.op_type == "Conv" and w.cin % INPUT_ALIGN and outputs_fit
+            else None
+        )
         if dq is not None:
             to = _up(w.cin, INPUT_ALIGN)
             _pad_input(g, w.node, dq, to - w.cin)

@@ -170,7 +170,8 @@ def _write_op_zoo(path: Path) -> None:
         n("DepthToSpace", ["p"], ["s"], name="DepthToSpace__DepthToSpace", blocksize=2, mode="CRD"),
         n("Resize", ["a", "", "scales"], ["u"], name="Resize__Resize", mode="nearest"),
         n("Conv", ["u", "w_rc"], ["v"], name="ResizeConv__Conv", pads=[1, 1, 1, 1]),
-        n("Concat", ["t", "s", "v"], ["cat"], name="Concat__Concat", axis=1),
+        n("Resize", ["a", "", "scales"], ["b"], name="ResizeBilinear__Resize", mode="linear"),
+        n("Concat", ["t", "s", "v", "b"], ["cat"], name="Concat__Concat", axis=1),
         n("Tanh", ["cat"], ["y"], name="Tanh__Tanh"),
     ]
     graph = helper.make_graph(
