@@ -98,6 +98,16 @@ class _Graph:
         self.graph.node.insert(at, node)
         for o in node.output:
             self.producer[o] = node
+        for i in node.input:
+            self.users.setdefault(i, []).append(node)
+
+    def rewire(self, old: str, new: str, keep: Any) -> None:
+        """Every reader of `old` but `keep` reads `new` instead."""
+        moved = [u for u in self.users.get(old, []) if u is not keep]
+        for user in moved:
+            user.input[:] = [new if t == old else t for t in user.input]
+        self.users[old] = [u for u in self.users.get(old, []) if u is keep]
+        self.users.setdefault(new, []).extend(moved)
 
     def per_tensor(self, qdq: Any) -> bool:
         scale = self.array(qdq.input[1]) if len(qdq.input) > 1 else None
@@ -313,10 +323,7 @@ def _slice_channels(g: _Graph, q: Any, keep: int) -> None:
         for k, v in (("starts", 0), ("ends", keep), ("axes", 1))
     ]
     out = f"{base}_sliced"
-    for user in g.users.get(q.output[0], []):
-        for i, t in enumerate(user.input):
-            if t == q.output[0]:
-                user.input[i] = out
+    g.rewire(q.output[0], out, keep=None)
     g.insert(q, helper.make_node("Slice", [q.output[0], *consts], [out], name=f"{base}_slice"), after=True)
 
 
@@ -348,7 +355,9 @@ def _pad_input(g: _Graph, conv: Any, dq: Any, extra: int) -> None:
     )
     g.insert(conv, pad, after=False)
     g.insert(conv, new_dq, after=False)
+    g.users[dq.output[0]] = [u for u in g.users.get(dq.output[0], []) if u is not conv]
     conv.input[0] = base
+    g.users.setdefault(base, []).append(conv)
 
 
 def align_int8_convs(model: Any, widen: bool = True) -> list[Aligned]:
