@@ -15,7 +15,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from edgedistill.backends import onnxruntime as ort_backend
+from edgedistill.backends.onnxruntime_align import align_int8_file
 from edgedistill.core.errors import EdgeDistillError
 from edgedistill.core.spec import spec_for_family
 from edgedistill.core.targets import get_target
@@ -169,7 +169,7 @@ def test_other_targets_are_not_aligned(tmp_path: Path) -> None:
     arm = replace(get_target("x86-onnxruntime", "int8"), arch="aarch64")
     xnn = replace(arm, arch="x86_64", options={"qdq_form": "xnnpack"})
     for tgt in (arm, xnn):
-        assert ort_backend._align_int8_convs(x86 / "model.onnx", tgt) == [], tgt.name
+        assert align_int8_file(x86 / "model.onnx", tgt) == [], tgt.name
 
 
 def test_a_rewrite_that_changes_the_output_is_not_kept(
@@ -193,5 +193,5 @@ def test_a_rewrite_that_changes_the_output_is_not_kept(
 
     monkeypatch.setattr(qdq_align, "align_int8_convs", off_by_one_channel)
     widen = replace(get_target("x86-onnxruntime", "int8"), options={"align_int8_channels": "widen"})
-    assert ort_backend._align_int8_convs(plain / "model.onnx", widen) == []
+    assert align_int8_file(plain / "model.onnx", widen) == []
     assert (plain / "model.onnx").read_bytes() == original

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 CALIBRATION_CACHE = "calibration.json"
 MODEL, ORT_MODEL, OPS_CONFIG = "model.onnx", "model.ort", "required_operators.config"
 _INT8_TYPES = {"int8", "uint8"}
-ALIGN_MODES = ("edges", "widen", True, False)  # True: "edges"
 _NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
@@ -95,7 +94,9 @@ class OnnxRuntimeBackend:
         elif precision == "int8":
             kept = list(keep_higher)
             ranges = self._int8(onnx_path, target, calib, out_dir, kept, ranges)
-            aligned = _align_int8_convs(out_dir / MODEL, target)
+            from edgedistill.backends.onnxruntime_align import align_int8_file
+
+            aligned = align_int8_file(out_dir / MODEL, target)
             if aligned:
                 extra["aligned_convs"] = aligned
                 notes.append(
@@ -422,65 +423,6 @@ def _has_onnx() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("onnx") is not None
-
-
-def _align_int8_convs(path: Path, target: Target) -> list[str]:
-    """Zero channels where ORT's x86 int8 conv kernel needs them (onnxtools/qdq_align.py), kept
-    only if ORT runs the result and it computes what the model did; rewritten atomically in place.
-    Target option align_int8_channels: "edges" (default; the first and last conv), "widen" (every
-    conv it can: faster, but the search's block timings do not price it yet), false (off)."""
-    if (
-        target.arch != "x86_64"
-        or target.options.get("qdq_form")
-        or target.options.get("symmetric_activations")
-    ):
-        return []  # u8 activations on x86: the kernel's rules; other forms run other kernels
-    mode = target.options.get("align_int8_channels", "edges")
-    if mode not in ALIGN_MODES:
-        raise EdgeDistillError(
-            f"target {target.name}: align_int8_channels must be one of {', '.join(map(str, ALIGN_MODES))}, not {mode!r}"
-        )
-    if mode is False:
-        return []
-    import onnx
-
-    from edgedistill.core.atomic import write_atomic
-    from edgedistill.onnxtools.qdq_align import align_int8_convs
-
-    model = onnx.load_model(str(path))
-    done = align_int8_convs(model, widen=mode == "widen")
-    if not done:
-        return []
-    try:
-        onnx.checker.check_model(model, full_check=True)
-        if not _same_outputs(path, model):
-            return []
-    except Exception:  # keep the unaligned model: slower convs, but it runs
-        return []
-    write_atomic(path, lambda p: onnx.save_model(model, str(p)))
-    return [a.text() for a in done]
-
-
-def _same_outputs(path: Path, aligned: Any) -> bool:
-    """Do the model at `path` and `aligned` compute the same on one random input (a tenth of a
-    quantization step apart at most on average: another kernel may round a value the other way)?"""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    before = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    after = ort.InferenceSession(aligned.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    feed = {}
-    for i in before.get_inputs():
-        shape = [d if isinstance(d, int) else (1 if k == 0 else 64) for k, d in enumerate(i.shape)]
-        feed[i.name] = rng.uniform(-1, 1, shape).astype(_NUMPY.get(i.type, np.float32))
-    for ref, got in zip(before.run(None, feed), after.run(None, feed), strict=True):
-        span = float(np.ptp(ref)) or 1.0
-        diff = np.abs(np.asarray(ref, np.float64) - got)
-        if ref.shape != got.shape or diff.mean() > 1e-3 * span or diff.max() > 5e-2 * span:
-            return False
-    return True
 
 
 def _fold_int8_pads(path: Path) -> None:
