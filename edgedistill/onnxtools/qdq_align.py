@@ -34,7 +34,7 @@ import numpy as np
 INPUT_ALIGN = 4  # KernelInputChannelAlignment
 MIN_OUTPUTS = 16  # FilterOutputChannelPackCount: fewer output channels take the slow path
 OUTPUT_ALIGN = 8  # KernelOutputChannelAlignment on AVX2 (AVX-512 takes 4): 8 suits every x86 CPU
-CHANNELWISE = {"QuantizeLinear", "DequantizeLinear", "Relu", "LeakyRelu", "Clip", "Pad", "Resize"}
+CHANNELWISE = {"Relu", "LeakyRelu", "Clip"}  # as they are; Q/DQ, Pad, Resize and norms: _channelwise
 # norms: their per-channel parameters grow with the channels (copies of the first: the extra channels
 # only need finite values, since the convs reading them weigh them by zero); how many inputs are such
 PER_CHANNEL = {"InstanceNormalization": 2, "BatchNormalization": 4}
@@ -101,12 +101,11 @@ class _Graph:
         for i in node.input:
             self.users.setdefault(i, []).append(node)
 
-    def rewire(self, old: str, new: str, keep: Any) -> None:
-        """Every reader of `old` but `keep` reads `new` instead."""
-        moved = [u for u in self.users.get(old, []) if u is not keep]
+    def rewire(self, old: str, new: str) -> None:
+        """Every reader of `old` reads `new` instead."""
+        moved = self.users.pop(old, [])
         for user in moved:
             user.input[:] = [new if t == old else t for t in user.input]
-        self.users[old] = [u for u in self.users.get(old, []) if u is keep]
         self.users.setdefault(new, []).extend(moved)
 
     def per_tensor(self, qdq: Any) -> bool:
@@ -323,7 +322,7 @@ def _slice_channels(g: _Graph, q: Any, keep: int) -> None:
         for k, v in (("starts", 0), ("ends", keep), ("axes", 1))
     ]
     out = f"{base}_sliced"
-    g.rewire(q.output[0], out, keep=None)
+    g.rewire(q.output[0], out)
     g.insert(q, helper.make_node("Slice", [q.output[0], *consts], [out], name=f"{base}_slice"), after=True)
 
 
